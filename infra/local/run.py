@@ -1,0 +1,168 @@
+"""`make run`: the whole service on this machine, offline.
+
+Starts a moto S3 server on 127.0.0.1, trains the demo headline and article models the first time (from the
+project's own synthetic corpus, or from DATA=some.csv), publishes them to the local S3 through the real
+publish step, and serves the API handler on http://127.0.0.1:3000. Ctrl-C stops everything it started.
+A second start reuses the trained models (the local S3 is in memory, so they are published again).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+DEFAULT_WORKDIR = Path(".newsgen/demo")
+BUCKET = "newsgen-models"
+PREFIX = "models"
+# Enough steps for the tiny models to learn the prompt format and the corpus' shape on 2 CPU cores.
+DEMO_STEPS = {"headline": 400, "article": 300}
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex((host, port)) != 0
+
+
+def start_s3(host: str, port: int):
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per S3 request drowns the output
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    endpoint = f"http://{host}:{server._server.server_port}"
+    os.environ.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="local",
+        AWS_SECRET_ACCESS_KEY="local",
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    return server, endpoint
+
+
+def source_key(data: Path | None) -> str:
+    if data is None:
+        return "demo-corpus"
+    return "csv-" + hashlib.sha256(data.read_bytes()).hexdigest()[:16]
+
+
+def ensure_models(workdir: Path, data: Path | None, steps: dict[str, int]) -> dict[str, Path]:
+    """Train the demo models unless this workdir already has them for the same data."""
+    from training.cli import main as training
+
+    key = source_key(data)
+    models = {task: workdir / key / task for task in steps}
+    if all((path / "model.safetensors").is_file() for path in models.values()):
+        print(f"reusing demo models in {workdir / key}", flush=True)
+        return models
+    prepared = workdir / key / "data"
+    if not (prepared / "report.json").is_file():
+        csv = data
+        if csv is None:
+            csv = workdir / "demo-corpus.csv"
+            training(["demo-data", "--output", str(csv)])
+        training(["prepare", "--input", str(csv), "--output", str(prepared)])
+    for task, path in models.items():
+        if (path / "model.safetensors").is_file():
+            continue
+        started = time.perf_counter()
+        print(f"training the demo {task} model ({steps[task]} steps, CPU)…", flush=True)
+        resume = ["--resume"] if any((path / "checkpoints").glob("checkpoint-*")) else []
+        training(
+            ["train", "--task", task, "--data", str(prepared), "--output", str(path), "--base", "tiny",
+             "--max-steps", str(steps[task]), "--eval-steps", "100", "--save-steps", "100",
+             "--batch-size", "16" if task == "headline" else "8", *resume]
+        )
+        print(f"trained {task} in {time.perf_counter() - started:.0f}s", flush=True)
+    return models
+
+
+def publish(models: dict[str, Path]) -> dict[str, str]:
+    import boto3
+
+    from training.publish import publish_model
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    versions = {}
+    for task, path in models.items():
+        report = json.loads((path / "training_report.json").read_text())
+        version = f"demo-{(report.get('data_fingerprint') or 'local')[:12]}"
+        publish_model(path, bucket=BUCKET, prefix=PREFIX, task=task, version=version, progress=False)
+        versions[task] = version
+    return versions
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="make run", description="newsgen on this machine: local S3 + local API")
+    parser.add_argument("--data", type=Path, default=None, help="an All-the-News CSV (default: the demo corpus)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=3000)
+    parser.add_argument("--s3-port", type=int, default=5001)
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    args = parser.parse_args(argv)
+    if args.data is not None and not args.data.is_file():
+        parser.error(f"DATA={args.data}: no such file")
+    for port in (args.port, args.s3_port):
+        if not port_free(args.host, port):
+            parser.error(f"port {port} on {args.host} is in use; stop what uses it or pass another port")
+
+    started = time.perf_counter()
+    s3_server, endpoint = start_s3(args.host, args.s3_port)
+    api_server = None
+    # SIGTERM (from `kill`, or make's parent) stops as cleanly as Ctrl-C.
+    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        print(f"local S3 on {endpoint}", flush=True)
+        models = ensure_models(args.workdir, args.data, DEMO_STEPS)
+        versions = publish(models)
+        print(f"published to s3://{BUCKET}/{PREFIX}/: {versions}", flush=True)
+        os.environ.update(
+            MODEL_BUCKET=BUCKET,
+            MODEL_PREFIX=PREFIX,
+            MODEL_CACHE_DIR=str((args.workdir / "cache").resolve()),
+            PRELOAD_MODELS="true",
+            POWERTOOLS_METRICS_NAMESPACE="newsgen-local",
+        )
+        from infra.local.server import serve
+
+        api_server = serve(args.host, args.port)  # imports the handler, which loads both models (init phase)
+        url = f"http://{args.host}:{args.port}"
+        print(
+            f"\nnewsgen is up in {time.perf_counter() - started:.0f}s: {url}  (Ctrl-C stops it)\n"
+            f"  curl -s -XPOST {url}/v1/headlines -d '{{\"n\":2}}'\n"
+            f"  curl -s -XPOST {url}/v1/articles -d '{{\"headline\":\"City council approves a new harbor ferry line after a long debate\"}}'\n"
+            f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"
+            f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json\n",
+            flush=True,
+        )
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("\nstopping…", flush=True)
+    finally:
+        # A second Ctrl-C must not cut the clean-up short and leave a server behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if api_server is not None:
+            api_server.shutdown()
+            api_server.server_close()
+        s3_server.stop()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""A plain local HTTP server in front of the API handler: each HTTP request becomes an API Gateway REST proxy
+event, the same `lambda_handler` answers it, and the proxy response becomes the HTTP response.
+
+Also serves /openapi.json (generated from the routes) so that tools can read the spec.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable
+from urllib.parse import parse_qs, urlsplit
+
+# API Gateway's own limit for payloads; our handler applies the smaller MAX_BODY_BYTES itself.
+GATEWAY_MAX_BODY = 10 * 1024 * 1024
+LAMBDA_TIMEOUT_S = 28.0
+
+
+@dataclass
+class LocalContext:
+    """The parts of the Lambda context object the handlers use."""
+
+    function_name: str = "newsgen-api-local"
+    function_version: str = "$LATEST"
+    memory_limit_in_mb: int = 3008
+    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:newsgen-api-local"
+    aws_request_id: str = ""
+    deadline: float = 0.0
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self.deadline - time.monotonic()) * 1000))
+
+
+def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: bytes | None, request_id: str) -> dict:
+    url = urlsplit(raw_path)
+    query = parse_qs(url.query, keep_blank_values=True)
+    text, is_base64 = None, False
+    if body:
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError:
+            text, is_base64 = base64.b64encode(body).decode(), True  # as API Gateway passes binary bodies
+    return {
+        "resource": url.path,
+        "path": url.path,
+        "httpMethod": method,
+        "headers": headers,
+        "multiValueHeaders": {k: [v] for k, v in headers.items()},
+        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
+        "multiValueQueryStringParameters": query or None,
+        "pathParameters": None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourcePath": url.path,
+            "httpMethod": method,
+            "path": f"/local{url.path}",
+            "stage": "local",
+            "requestId": request_id,
+            "requestTimeEpoch": int(time.time() * 1000),
+            "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", "")},
+            "accountId": "000000000000",
+            "apiId": "local",
+            "protocol": "HTTP/1.1",
+        },
+        "body": text,
+        "isBase64Encoded": is_base64,
+    }
+
+
+def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callable[[], str]):
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "newsgen-local"
+
+        def log_message(self, fmt, *args):  # one line per request, without the body
+            print(f"{self.address_string()} {fmt % args}", flush=True)
+
+        def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.send_response(status)
+            for key, value in headers.items():
+                if key.lower() not in ("content-length", "connection"):
+                    self.send_header(key, value)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def _error(self, status: int, message: str, error_type: str) -> None:
+            body = json.dumps({"error": message, "error_type": error_type}).encode()
+            self._send(status, body, {"Content-Type": "application/json"})
+
+        def _dispatch(self) -> None:
+            length = self.headers.get("Content-Length")
+            try:
+                size = int(length) if length else 0
+            except ValueError:
+                return self._error(400, "Content-Length is not a number", "bad_request")
+            if size > GATEWAY_MAX_BODY:
+                self.close_connection = True
+                return self._error(413, f"body of {size} bytes is over the gateway's limit", "payload_too_large")
+            body = self.rfile.read(size) if size else None
+            if self.path.split("?")[0] == "/openapi.json" and self.command == "GET":
+                return self._send(200, openapi().encode(), {"Content-Type": "application/json"})
+            request_id = str(uuid.uuid4())
+            context = LocalContext(aws_request_id=request_id, deadline=time.monotonic() + LAMBDA_TIMEOUT_S)
+            headers = {k: v for k, v in self.headers.items()}
+            try:
+                response = lambda_handler(proxy_event(self.command, self.path, headers, body, request_id), context)
+            except Exception as exc:  # the handler should never raise; if it does, answer like API Gateway
+                print(f"handler raised {type(exc).__name__}: {exc}", flush=True)
+                return self._error(502, "the function failed to answer", "bad_gateway")
+            out_headers = {k: ", ".join(v) for k, v in (response.get("multiValueHeaders") or {}).items()}
+            out_headers.update(response.get("headers") or {})
+            out_headers["x-amzn-RequestId"] = request_id
+            payload = response.get("body") or ""
+            data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
+            self._send(int(response.get("statusCode", 502)), data, out_headers)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    return Handler
+
+
+def serve(host: str = "127.0.0.1", port: int = 3000) -> ThreadingHTTPServer:
+    """Start the server on a background thread and return it (call .shutdown() to stop)."""
+    from handlers import api
+
+    server = ThreadingHTTPServer((host, port), make_handler(api.lambda_handler, api.app.get_openapi_json_schema))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="newsgen-local-api", daemon=True).start()
+    return server

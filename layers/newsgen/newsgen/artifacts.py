@@ -1,0 +1,264 @@
+"""The artifact contract: where a model version lives in S3, what its manifest says, how it is published.
+
+    s3://<bucket>/<prefix>/<task>/<version>/config.json, model.safetensors, tokenizer files, ...
+    s3://<bucket>/<prefix>/<task>/<version>/manifest.json   (written after every file)
+    s3://<bucket>/<prefix>/<task>/LATEST                    (the version name; moved last)
+
+A reader that follows LATEST, or a pinned version's manifest, therefore never sees half a version.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from newsgen.errors import ArtifactNotFound, UnsafeArtifact, UnsupportedArtifact, VersionExists
+from newsgen.prompt import SPECIAL_TOKENS, TASKS
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LATEST_NAME = "LATEST"
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+# Pickle-based weight formats execute code on load: refused everywhere, at publish and at load.
+UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+REQUIRED_FILES = ("config.json", "model.safetensors", "tokenizer_config.json")
+# What a published version holds from a training output directory (checkpoints/, plots, logs stay behind).
+ARTIFACT_PATTERNS = (
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "README.md",
+    "training_report.json",
+)
+
+
+class FileEntry(BaseModel):
+    path: str
+    size: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    format_version: int
+    task: str
+    version: str
+    base_model: str
+    special_tokens: dict[str, Any]
+    files: list[FileEntry]
+    metrics: dict[str, Any] = {}
+    data_fingerprint: str | None = None
+    export: str = "fp32"
+    created_at: str
+
+    @field_validator("format_version")
+    @classmethod
+    def _known_format(cls, value: int) -> int:
+        if value != FORMAT_VERSION:
+            raise ValueError(f"manifest format_version {value} is not supported (this build reads {FORMAT_VERSION})")
+        return value
+
+    @field_validator("task")
+    @classmethod
+    def _known_task(cls, value: str) -> str:
+        if value not in TASKS:
+            raise ValueError(f"unknown task {value!r}")
+        return value
+
+    @field_validator("files")
+    @classmethod
+    def _safe_files(cls, files: list[FileEntry]) -> list[FileEntry]:
+        for entry in files:
+            check_relative_path(entry.path)
+        return files
+
+
+def check_relative_path(path: str) -> None:
+    """A manifest path must stay inside the version directory and must not name pickle weights."""
+    parts = Path(path).parts
+    if not parts or Path(path).is_absolute() or ".." in parts:
+        raise UnsafeArtifact(f"file path {path!r} escapes the artifact directory")
+    if path.lower().endswith(UNSAFE_SUFFIXES):
+        raise UnsafeArtifact(f"{path!r} is a pickle-based checkpoint; only safetensors weights are accepted")
+
+
+def parse_manifest(raw: bytes | str, where: str = "manifest") -> Manifest:
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UnsupportedArtifact(f"{where} is not valid JSON: {exc}") from None
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
+        raise UnsupportedArtifact(f"{where} is not a newsgen manifest: {problems}") from None
+
+
+def check_version_name(version: str) -> str:
+    if not VERSION_PATTERN.match(version) or version == LATEST_NAME:
+        raise ValueError(f"version {version!r} must match {VERSION_PATTERN.pattern} and not be {LATEST_NAME}")
+    return version
+
+
+def task_prefix(prefix: str, task: str) -> str:
+    prefix = prefix.strip("/")
+    return f"{prefix}/{task}" if prefix else task
+
+
+def version_prefix(prefix: str, task: str, version: str) -> str:
+    return f"{task_prefix(prefix, task)}/{version}/"
+
+
+def latest_key(prefix: str, task: str) -> str:
+    return f"{task_prefix(prefix, task)}/{LATEST_NAME}"
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def new_version_name(now: dt.datetime | None = None) -> str:
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return now.strftime("%Y%m%dT%H%M%SZ")
+
+
+def build_manifest(
+    model_dir: Path,
+    *,
+    task: str,
+    version: str,
+    base_model: str,
+    metrics: dict[str, Any] | None = None,
+    data_fingerprint: str | None = None,
+    export: str = "fp32",
+) -> Manifest:
+    """Describe every file of a save_pretrained directory; refuse one that is incomplete or unsafe."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ArtifactNotFound(f"model directory {model_dir} does not exist")
+    unsafe = sorted(p.name for p in model_dir.iterdir() if p.name.lower().endswith(UNSAFE_SUFFIXES))
+    if unsafe:
+        raise UnsafeArtifact(
+            f"{model_dir} holds pickle-based weights ({', '.join(unsafe)}); re-save with safetensors "
+            "(save_pretrained(..., safe_serialization=True)) and remove them"
+        )
+    files = sorted({p for pattern in ARTIFACT_PATTERNS for p in model_dir.glob(pattern) if p.is_file()})
+    names = {p.relative_to(model_dir).as_posix() for p in files}
+    missing = [name for name in REQUIRED_FILES if name not in names]
+    if missing:
+        raise ArtifactNotFound(f"model directory {model_dir} lacks {', '.join(missing)}")
+    return Manifest(
+        format_version=FORMAT_VERSION,
+        task=task,
+        version=check_version_name(version),
+        base_model=base_model,
+        special_tokens=SPECIAL_TOKENS,
+        files=[
+            FileEntry(path=p.relative_to(model_dir).as_posix(), size=p.stat().st_size, sha256=sha256_file(p))
+            for p in files
+        ],
+        metrics=metrics or {},
+        data_fingerprint=data_fingerprint,
+        export=export,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def object_exists(s3, bucket: str, key: str) -> bool:
+    try:
+        s3.head_object(Bucket=bucket, Key=key)
+        return True
+    except s3.exceptions.ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+
+
+def publish(
+    s3,
+    model_dir: Path,
+    *,
+    bucket: str,
+    prefix: str,
+    manifest: Manifest,
+    move_latest: bool = True,
+    progress: Callable[[int], None] | None = None,
+) -> Manifest:
+    """Upload a version: every file, then the manifest, then (optionally) the LATEST pointer.
+
+    A version that already has a manifest is never overwritten: published versions are immutable, so a
+    rollback to them is always exact.
+    """
+    from newsgen.s3 import TRANSFER_CONFIG
+
+    base = version_prefix(prefix, manifest.task, manifest.version)
+    if object_exists(s3, bucket, base + MANIFEST_NAME):
+        raise VersionExists(f"s3://{bucket}/{base} is already published; choose another --version")
+    for entry in manifest.files:
+        s3.upload_file(
+            str(Path(model_dir) / entry.path), bucket, base + entry.path, Config=TRANSFER_CONFIG, Callback=progress
+        )
+    s3.put_object(
+        Bucket=bucket,
+        Key=base + MANIFEST_NAME,
+        Body=manifest.model_dump_json(indent=2).encode(),
+        ContentType="application/json",
+    )
+    if move_latest:
+        set_latest(s3, bucket=bucket, prefix=prefix, task=manifest.task, version=manifest.version)
+    return manifest
+
+
+def set_latest(s3, *, bucket: str, prefix: str, task: str, version: str) -> None:
+    """Point LATEST at a version whose manifest exists (publish, or roll back to an older version)."""
+    check_version_name(version)
+    if not object_exists(s3, bucket, version_prefix(prefix, task, version) + MANIFEST_NAME):
+        raise ArtifactNotFound(f"{task} version {version} has no manifest in s3://{bucket}/{task_prefix(prefix, task)}/")
+    s3.put_object(Bucket=bucket, Key=latest_key(prefix, task), Body=version.encode(), ContentType="text/plain")
+
+
+def read_latest(s3, *, bucket: str, prefix: str, task: str) -> str:
+    key = latest_key(prefix, task)
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        raise ArtifactNotFound(f"no {task} model is published: s3://{bucket}/{key} does not exist") from None
+    version = body.decode("utf-8", errors="replace").strip()
+    try:
+        return check_version_name(version)
+    except ValueError:
+        raise UnsupportedArtifact(f"s3://{bucket}/{key} does not name a version: {version[:80]!r}") from None
+
+
+def read_manifest(s3, *, bucket: str, prefix: str, task: str, version: str) -> Manifest:
+    key = version_prefix(prefix, task, version) + MANIFEST_NAME
+    try:
+        raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
+        raise ArtifactNotFound(f"{task} version {version} is not published: s3://{bucket}/{key} does not exist") from None
+    manifest = parse_manifest(raw, where=f"s3://{bucket}/{key}")
+    if manifest.task != task or manifest.version != version:
+        raise UnsupportedArtifact(
+            f"s3://{bucket}/{key} describes {manifest.task} {manifest.version}, not {task} {version}"
+        )
+    return manifest

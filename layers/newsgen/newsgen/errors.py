@@ -1,0 +1,64 @@
+"""Errors that cross the library boundary. Each carries a stable `error_type` and an HTTP status, so that
+handlers and the CLI turn them into clear messages without knowing the details."""
+
+
+class NewsgenError(Exception):
+    error_type = "newsgen_error"
+    status_code = 500
+
+    def __init__(self, message: str, **details):
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict:
+        body = {"error": self.message, "error_type": self.error_type}
+        if self.details:
+            body["details"] = self.details
+        return body
+
+
+class InvalidRequest(NewsgenError):
+    """The caller asked for something the model cannot do (prompt too long for the context, ...)."""
+
+    error_type = "invalid_request"
+    status_code = 400
+
+
+class ArtifactError(NewsgenError):
+    """A published model artifact is missing, incomplete, corrupt, unsafe or of an unknown format."""
+
+    error_type = "artifact_error"
+    status_code = 503
+
+
+class ArtifactNotFound(ArtifactError):
+    error_type = "artifact_not_found"
+
+
+class ChecksumMismatch(ArtifactError):
+    error_type = "checksum_mismatch"
+
+
+class UnsupportedArtifact(ArtifactError):
+    error_type = "unsupported_artifact"
+
+
+class UnsafeArtifact(ArtifactError):
+    """Pickle-based weights or remote code: never loaded."""
+
+    error_type = "unsafe_artifact"
+
+
+class VersionExists(ArtifactError):
+    """Published versions are immutable; a new version needs a new name."""
+
+    error_type = "version_exists"
+    status_code = 409
+
+
+class ModelUnavailable(NewsgenError):
+    """A model could not be resolved, downloaded or loaded; the next request tries again."""
+
+    error_type = "model_unavailable"
+    status_code = 503

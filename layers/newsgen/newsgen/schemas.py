@@ -1,0 +1,150 @@
+"""Request and response models shared by the API, the batch jobs and the docs (OpenAPI is generated from
+them). Limits are static so that the published spec states them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+MAX_RESULTS = 8  # n per request
+MAX_NEW_TOKENS = 256
+MAX_TOTAL_NEW_TOKENS = 1024  # n × max_new_tokens per request: bounds one request's compute
+MAX_PROMPT_CHARS = 1000
+MAX_STOP_SEQUENCES = 4
+MAX_STOP_CHARS = 50
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class GenerationParameters(Strict):
+    """Decoding parameters. Unset fields take the model's tuned defaults (its generation_config.json)."""
+
+    max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
+    do_sample: bool | None = None
+    temperature: float | None = Field(None, gt=0, le=100)
+    top_k: int | None = Field(None, ge=0, le=50260)
+    top_p: float | None = Field(None, gt=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0, le=100)
+    no_repeat_ngram_size: int | None = Field(None, ge=0, le=32)
+    num_beams: int | None = Field(None, ge=1, le=8)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
+    details: bool = False
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_strings(cls, stop: list[str]) -> list[str]:
+        for item in stop:
+            if not item or len(item) > MAX_STOP_CHARS:
+                raise ValueError(f"each stop sequence must have 1 to {MAX_STOP_CHARS} characters")
+        return stop
+
+    @model_validator(mode="after")
+    def _beam_search(self):
+        if (self.num_beams or 1) > 1:
+            if self.do_sample:
+                raise ValueError("num_beams > 1 is beam search: it cannot be combined with do_sample=true")
+            if self.seed is not None:
+                raise ValueError("seed has no effect with beam search (num_beams > 1): leave it out")
+        return self
+
+
+def _clean_text(value: str | None, field: str) -> str | None:
+    if value is None:
+        return None
+    if any(ord(ch) < 32 and ch not in "\t\n" for ch in value) or "\x7f" in value:
+        raise ValueError(f"{field} contains control characters")
+    return value
+
+
+class HeadlineRequest(Strict):
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How the headline starts.")
+    n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many headlines to generate.")
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None) -> str | None:
+        return _clean_text(value, "prompt")
+
+
+class ArticleRequest(Strict):
+    headline: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The headline to write under.")
+    n: int = Field(1, ge=1, le=MAX_RESULTS)
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+
+    @field_validator("headline")
+    @classmethod
+    def _headline(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("headline must not be blank")
+        return _clean_text(value, "headline")
+
+
+class NewsRequest(Strict):
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How each headline starts.")
+    n: int = Field(1, ge=1, le=MAX_RESULTS)
+    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None) -> str | None:
+        return _clean_text(value, "prompt")
+
+
+FinishReason = Literal["eos_token", "length", "stop_sequence", "time"]
+
+
+class TokenDetail(BaseModel):
+    id: int
+    text: str
+    logprob: float | None = None
+
+
+class GeneratedText(BaseModel):
+    text: str
+    finish_reason: FinishReason
+    generated_tokens: int
+    tokens: list[TokenDetail] | None = Field(None, exclude_if=lambda value: value is None)
+
+
+class NewsItem(BaseModel):
+    headline: GeneratedText
+    article: GeneratedText
+
+
+class ModelRef(BaseModel):
+    task: str
+    version: str
+
+
+class Provenance(BaseModel):
+    synthetic: Literal[True] = True
+    notice: str = "Machine-generated text from a language model trained on news. It is not news and not true."
+    models: list[ModelRef]
+    parameters: dict
+    seed: int | None
+    created_at: str
+
+
+class GenerationResponse(BaseModel):
+    results: list[GeneratedText]
+    model: ModelRef
+    synthetic: Literal[True] = True
+    provenance: Provenance
+
+
+class NewsResponse(BaseModel):
+    results: list[NewsItem]
+    model: list[ModelRef]
+    synthetic: Literal[True] = True
+    provenance: Provenance
+
+
+class ErrorResponse(BaseModel):
+    error: str
+    error_type: str
+    details: list | dict | None = None

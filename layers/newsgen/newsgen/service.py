@@ -1,0 +1,181 @@
+"""The news service: what the API and the batch jobs ask for, on top of the model store and generation.
+
+Handlers parse events into the request models of newsgen.schemas and call these functions; every result is
+labelled synthetic and carries a provenance record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import time
+
+from newsgen import generation, prompt
+from newsgen.errors import InvalidRequest, ModelUnavailable
+from newsgen.schemas import (
+    MAX_TOTAL_NEW_TOKENS,
+    ArticleRequest,
+    GeneratedText,
+    GenerationParameters,
+    GenerationResponse,
+    HeadlineRequest,
+    ModelRef,
+    NewsItem,
+    NewsRequest,
+    NewsResponse,
+    Provenance,
+)
+from newsgen.settings import Settings
+from newsgen.store import LoadedModel, ModelStore
+
+
+class NewsService:
+    def __init__(self, settings: Settings, store: ModelStore | None = None):
+        self.settings = settings
+        self._store = store
+        _set_threads(settings.torch_threads)
+
+    @property
+    def store(self) -> ModelStore:
+        if self._store is None:
+            if not self.settings.model_bucket:
+                raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live")
+            from newsgen import s3
+
+            self._store = ModelStore(
+                s3=s3.client(),
+                bucket=self.settings.model_bucket,
+                prefix=self.settings.model_prefix,
+                cache_dir=self.settings.model_cache_dir,
+                latest_ttl_seconds=self.settings.latest_ttl_seconds,
+            )
+        return self._store
+
+    def model(self, task: str) -> LoadedModel:
+        version = {
+            "headline": self.settings.headline_model_version,
+            "article": self.settings.article_model_version,
+        }[task]
+        return self.store.get(task, version)
+
+    def preload(self) -> None:
+        for task in prompt.TASKS:
+            self.model(task)
+
+    # --- requests -------------------------------------------------------------------------------------
+    def headlines(self, request: HeadlineRequest, deadline: float | None = None) -> GenerationResponse:
+        _check_budget(request.n, request.parameters)
+        loaded = self.model("headline")
+        prefix = request.prompt or ""
+        out = generation.generate(
+            loaded,
+            [prompt.headline_prompt(prefix)],
+            n=request.n,
+            params=request.parameters,
+            time_budget_s=self._budget(deadline),
+        )
+        results = [_with_prefix(prefix, r) for r in out.results[0]]
+        ref = ModelRef(task="headline", version=loaded.version)
+        return GenerationResponse(results=results, model=ref, provenance=_provenance([ref], out))
+
+    def articles(self, request: ArticleRequest, deadline: float | None = None) -> GenerationResponse:
+        _check_budget(request.n, request.parameters)
+        loaded = self.model("article")
+        out = generation.generate(
+            loaded,
+            [prompt.article_prompt(request.headline)],
+            n=request.n,
+            params=request.parameters,
+            time_budget_s=self._budget(deadline),
+        )
+        results = [r.model_copy(update={"text": r.text.strip()}) for r in out.results[0]]
+        ref = ModelRef(task="article", version=loaded.version)
+        return GenerationResponse(results=results, model=ref, provenance=_provenance([ref], out))
+
+    def news(self, request: NewsRequest, deadline: float | None = None) -> NewsResponse:
+        """n headlines, then one article for each, all articles in one batched generate call."""
+        _check_budget(2 * request.n, request.parameters)
+        headline_model, article_model = self.model("headline"), self.model("article")
+        params = request.parameters
+        if params.seed is None and (params.num_beams or 1) == 1:
+            # One seed for both calls, so the provenance's seed reproduces the whole item.
+            params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        prefix = request.prompt or ""
+        heads = generation.generate(
+            headline_model,
+            [prompt.headline_prompt(prefix)],
+            n=request.n,
+            params=params,
+            time_budget_s=self._budget(deadline, share=0.3),
+        )
+        headlines = [_with_prefix(prefix, r) for r in heads.results[0]]
+        bodies = generation.generate(
+            article_model,
+            [prompt.article_prompt(h.text) for h in headlines],
+            n=1,
+            params=params,
+            time_budget_s=self._budget(deadline),
+        )
+        items = [
+            NewsItem(headline=h, article=b[0].model_copy(update={"text": b[0].text.strip()}))
+            for h, b in zip(headlines, bodies.results)
+        ]
+        refs = [
+            ModelRef(task="headline", version=headline_model.version),
+            ModelRef(task="article", version=article_model.version),
+        ]
+        return NewsResponse(results=items, model=refs, provenance=_provenance(refs, heads))
+
+    def models(self) -> list[dict]:
+        """The versions this container resolves, with their manifests' metrics."""
+        out = []
+        for task in prompt.TASKS:
+            loaded = self.model(task)
+            manifest = loaded.manifest
+            out.append(
+                {
+                    "task": task,
+                    "version": loaded.version,
+                    "base_model": manifest.base_model,
+                    "export": manifest.export,
+                    "created_at": manifest.created_at,
+                    "metrics": manifest.metrics,
+                    "data_fingerprint": manifest.data_fingerprint,
+                    "context_length": loaded.context_length,
+                }
+            )
+        return out
+
+    def _budget(self, deadline: float | None, share: float = 1.0) -> float:
+        """Seconds that generation may use: up to the deadline (monotonic clock) less the margin."""
+        margin = self.settings.time_margin_ms / 1000
+        if deadline is None:
+            deadline = time.monotonic() + self.settings.default_time_budget_ms / 1000
+        return max(0.05, (deadline - time.monotonic() - margin) * share)
+
+
+def _check_budget(n: int, params: GenerationParameters) -> None:
+    if params.max_new_tokens and n * params.max_new_tokens > MAX_TOTAL_NEW_TOKENS:
+        raise InvalidRequest(
+            f"n × max_new_tokens = {n * params.max_new_tokens} exceeds the per-request budget of {MAX_TOTAL_NEW_TOKENS}"
+        )
+
+
+def _with_prefix(prefix: str, result: GeneratedText) -> GeneratedText:
+    return result.model_copy(update={"text": (prefix + result.text).strip()})
+
+
+def _provenance(models: list[ModelRef], out: generation.Generation) -> Provenance:
+    return Provenance(
+        models=models,
+        parameters=out.parameters,
+        seed=out.seed,
+        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+
+
+def _set_threads(threads: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))

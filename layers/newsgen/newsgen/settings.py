@@ -1,0 +1,29 @@
+"""Runtime settings, from environment variables, validated once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", protected_namespaces=())
+
+    model_bucket: str = Field("", description="S3 bucket holding the published models.")
+    model_prefix: str = Field("models", description="Key prefix of the model artifacts in the bucket.")
+    headline_model_version: str = Field("LATEST", description="Pinned headline version, or LATEST.")
+    article_model_version: str = Field("LATEST", description="Pinned article version, or LATEST.")
+    model_cache_dir: Path = Path("/tmp/newsgen/models")
+    latest_ttl_seconds: float = Field(300.0, ge=0, description="How often a warm container re-reads LATEST.")
+    preload_models: bool = Field(False, description="Load the models during the Lambda init phase.")
+    torch_threads: int | None = Field(None, ge=1, le=64, description="Default: the CPUs this process may use.")
+    max_body_bytes: int = Field(16 * 1024, ge=256)
+    time_margin_ms: int = Field(1500, ge=0, description="Kept free before the Lambda's deadline.")
+    default_time_budget_ms: int = Field(25_000, ge=100, description="Time budget where no Lambda context says.")
+    log_prompts: bool = False
+
+
+def load_settings() -> Settings:
+    return Settings()

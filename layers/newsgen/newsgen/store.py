@@ -1,0 +1,256 @@
+"""The model store: resolves a task's version in S3, downloads it once per container, verifies every file
+against the manifest, loads it with safetensors only, and keeps it for warm invocations.
+
+With version LATEST the pointer is re-read at most every `latest_ttl_seconds`; a new version replaces the
+loaded one only after it downloaded, verified and loaded, so a broken publish never takes a working
+container down.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from newsgen import artifacts
+from newsgen.artifacts import LATEST_NAME, Manifest
+from botocore.exceptions import BotoCoreError, ClientError
+
+from newsgen.errors import ChecksumMismatch, ModelUnavailable, NewsgenError, UnsafeArtifact, UnsupportedArtifact
+
+logger = logging.getLogger(__name__)
+
+SUPPORTED_MODEL_TYPES = ("gpt2",)
+
+
+@dataclass
+class LoadedModel:
+    task: str
+    version: str
+    manifest: Manifest
+    path: Path
+    model: Any
+    tokenizer: Any
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def context_length(self) -> int:
+        return int(self.model.config.n_positions)
+
+
+def verify_directory(path: Path, manifest: Manifest) -> None:
+    """Every manifest file present with its size and sha256; no pickle weights beside them."""
+    for entry in manifest.files:
+        file = path / entry.path
+        if not file.is_file():
+            raise artifacts.ArtifactNotFound(f"{manifest.task} {manifest.version}: {entry.path} is missing")
+        size = file.stat().st_size
+        if size != entry.size:
+            raise ChecksumMismatch(
+                f"{manifest.task} {manifest.version}: {entry.path} has {size} bytes, manifest says {entry.size}"
+            )
+        digest = artifacts.sha256_file(file)
+        if digest != entry.sha256:
+            raise ChecksumMismatch(
+                f"{manifest.task} {manifest.version}: sha256 of {entry.path} is {digest[:12]}…, "
+                f"manifest says {entry.sha256[:12]}…; refusing to load a corrupt or tampered file"
+            )
+    for file in path.rglob("*"):
+        if file.name.lower().endswith(artifacts.UNSAFE_SUFFIXES):
+            raise UnsafeArtifact(f"{file.name} is a pickle-based checkpoint; only safetensors weights are loaded")
+
+
+def load_model_dir(path: Path, manifest: Manifest) -> tuple[Any, Any]:
+    """Load a verified save_pretrained directory: safetensors only, no remote code, no network."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from newsgen.prompt import check_tokenizer
+
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") not in SUPPORTED_MODEL_TYPES or "auto_map" in config:
+        raise UnsupportedArtifact(
+            f"{manifest.task} {manifest.version}: model_type {config.get('model_type')!r} is not supported "
+            f"(expected one of {SUPPORTED_MODEL_TYPES}, without custom code)"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+    try:
+        check_tokenizer(tokenizer)
+    except ValueError as exc:
+        raise UnsupportedArtifact(f"{manifest.task} {manifest.version}: {exc}") from None
+    tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row continues its prompt
+    model = AutoModelForCausalLM.from_pretrained(
+        path, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
+    )
+    model.eval()
+    return model, tokenizer
+
+
+FETCH_ERRORS = (NewsgenError, OSError, ClientError, BotoCoreError)
+
+
+def unavailable(task: str, version: str, exc: BaseException) -> ModelUnavailable:
+    if isinstance(exc, ModelUnavailable):
+        return exc
+    message = getattr(exc, "message", None) or str(exc)
+    cause = getattr(exc, "error_type", None) or type(exc).__name__
+    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", cause=cause)
+
+
+class ModelStore:
+    def __init__(
+        self,
+        *,
+        s3,
+        bucket: str,
+        prefix: str,
+        cache_dir: Path,
+        latest_ttl_seconds: float = 300.0,
+        disk_headroom_bytes: int = 16 * 1024 * 1024,
+    ):
+        self.s3 = s3
+        self.bucket = bucket
+        self.prefix = prefix
+        self.cache_dir = Path(cache_dir)
+        self.latest_ttl_seconds = latest_ttl_seconds
+        self.disk_headroom_bytes = disk_headroom_bytes
+        self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._latest: dict[str, tuple[str, float]] = {}  # task -> (version, checked at)
+        self._lock = threading.RLock()
+
+    # --- public -------------------------------------------------------------------------------------
+    def get(self, task: str, version: str = LATEST_NAME) -> LoadedModel:
+        """The loaded model for a task at a pinned version or LATEST. Raises ModelUnavailable."""
+        with self._lock:
+            if version != LATEST_NAME:
+                return self._get_pinned(task, version)
+            return self._get_latest(task)
+
+    def loaded(self) -> list[LoadedModel]:
+        with self._lock:
+            return list(self._loaded.values())
+
+    # --- internals ----------------------------------------------------------------------------------
+    def _get_pinned(self, task: str, version: str) -> LoadedModel:
+        if (task, version) in self._loaded:
+            return self._loaded[(task, version)]
+        try:
+            return self._fetch_and_load(task, version)
+        except FETCH_ERRORS as exc:
+            raise unavailable(task, version, exc) from exc
+
+    def _get_latest(self, task: str) -> LoadedModel:
+        now = time.monotonic()
+        current = self._latest.get(task)
+        if current and now - current[1] < self.latest_ttl_seconds:
+            return self._loaded[(task, current[0])]
+        try:
+            version = artifacts.read_latest(self.s3, bucket=self.bucket, prefix=self.prefix, task=task)
+            if current and version == current[0]:
+                self._latest[task] = (version, now)
+                return self._loaded[(task, version)]
+            loaded = self._loaded.get((task, version)) or self._fetch_and_load(task, version)
+        except FETCH_ERRORS as exc:
+            if current:
+                # Keep serving the version that works; look again after the TTL.
+                logger.warning("keeping %s %s: LATEST cannot be loaded: %s", task, current[0], exc)
+                self._latest[task] = (current[0], now)
+                return self._loaded[(task, current[0])]
+            raise unavailable(task, LATEST_NAME, exc) from exc
+        if current and current[0] != version:
+            self._evict(task, current[0])
+        self._latest[task] = (version, now)
+        return loaded
+
+    def _fetch_and_load(self, task: str, version: str) -> LoadedModel:
+        started = time.perf_counter()
+        manifest = artifacts.read_manifest(self.s3, bucket=self.bucket, prefix=self.prefix, task=task, version=version)
+        path = self._download_verified(manifest)
+        downloaded = time.perf_counter()
+        try:
+            model, tokenizer = load_model_dir(path, manifest)
+        except NewsgenError:
+            raise
+        except Exception as exc:  # transformers raises many types for a malformed checkpoint
+            raise UnsupportedArtifact(f"{task} {version} is not a loadable checkpoint: {exc}") from exc
+        loaded_at = time.perf_counter()
+        loaded = LoadedModel(
+            task=task,
+            version=version,
+            manifest=manifest,
+            path=path,
+            model=model,
+            tokenizer=tokenizer,
+            timings={
+                "download_s": downloaded - started,
+                "load_s": loaded_at - downloaded,
+            },
+        )
+        self._loaded[(task, version)] = loaded
+        logger.info("loaded %s %s in %.2fs", task, version, loaded_at - started, extra={"timings": loaded.timings})
+        return loaded
+
+    def _download_verified(self, manifest: Manifest) -> Path:
+        """Download into a private directory, verify, then rename into place: the cache never holds a
+        directory that did not pass verification."""
+        final = self.cache_dir / manifest.task / manifest.version
+        if final.is_dir():
+            try:
+                verify_directory(final, manifest)
+                return final
+            except NewsgenError:
+                shutil.rmtree(final, ignore_errors=True)
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self._ensure_space(sum(entry.size for entry in manifest.files), keep=(manifest.task, manifest.version))
+        partial = self.cache_dir / manifest.task / f".{manifest.version}.{uuid.uuid4().hex[:8]}.partial"
+        partial.mkdir(parents=True)
+        base = artifacts.version_prefix(self.prefix, manifest.task, manifest.version)
+        from newsgen.s3 import TRANSFER_CONFIG
+
+        try:
+            for entry in manifest.files:
+                target = partial / entry.path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    self.s3.download_file(self.bucket, base + entry.path, str(target), Config=TRANSFER_CONFIG)
+                except ClientError as exc:
+                    code = exc.response.get("Error", {}).get("Code")
+                    if code in ("404", "NoSuchKey", "NotFound"):
+                        raise artifacts.ArtifactNotFound(
+                            f"{manifest.task} {manifest.version}: {entry.path} is listed in the manifest "
+                            f"but missing from s3://{self.bucket}/{base}"
+                        ) from None
+                    raise
+            verify_directory(partial, manifest)
+            partial.rename(final)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        return final
+
+    def _ensure_space(self, needed: int, keep: tuple[str, str]) -> None:
+        """Make room in the cache (older versions go first); refuse clearly when /tmp is too small."""
+        free = shutil.disk_usage(self.cache_dir).free
+        if free >= needed + self.disk_headroom_bytes:
+            return
+        for task_dir in self.cache_dir.iterdir():
+            for version_dir in task_dir.iterdir() if task_dir.is_dir() else ():
+                if (task_dir.name, version_dir.name) not in self._loaded and (task_dir.name, version_dir.name) != keep:
+                    shutil.rmtree(version_dir, ignore_errors=True)
+        free = shutil.disk_usage(self.cache_dir).free
+        if free < needed + self.disk_headroom_bytes:
+            raise ModelUnavailable(
+                f"not enough space in {self.cache_dir} for {keep[0]} {keep[1]}: needs {needed / 1e6:.1f} MB, "
+                f"{free / 1e6:.1f} MB free; raise the function's ephemeral storage",
+                cause="insufficient_storage",
+            )
+
+    def _evict(self, task: str, version: str) -> None:
+        self._loaded.pop((task, version), None)
+        shutil.rmtree(self.cache_dir / task / version, ignore_errors=True)

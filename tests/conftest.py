@@ -1,0 +1,124 @@
+"""Shared fixtures: a real S3 over HTTP (moto server on 127.0.0.1), a prepared corpus and tiny trained models.
+
+Expensive things (training) happen once per session; every test gets its own bucket.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_CSV = ROOT.parent / "shared" / "data" / "all-the-news-sample.csv"
+
+# Set before anything imports boto3 clients or the handlers.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "newsgen-test")
+os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{server._server.server_port}"
+    previous = os.environ.get("AWS_ENDPOINT_URL")
+    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    from newsgen import s3
+
+    s3.client.cache_clear()
+    yield endpoint
+    server.stop()
+    s3.client.cache_clear()
+    if previous is None:
+        os.environ.pop("AWS_ENDPOINT_URL", None)
+    else:
+        os.environ["AWS_ENDPOINT_URL"] = previous
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    from newsgen import s3 as s3_module
+
+    return s3_module.client()
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture(scope="session")
+def sample_csv() -> Path:
+    if not SAMPLE_CSV.is_file():
+        pytest.skip(f"{SAMPLE_CSV} is absent (../shared/data is not beside this checkout)")
+    return SAMPLE_CSV
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """The project's own synthetic corpus, prepared."""
+    from training.demo_corpus import write_demo_csv
+    from training.prepare import prepare
+
+    root = tmp_path_factory.mktemp("demo")
+    csv = write_demo_csv(root / "demo.csv", rows=300)
+    prepare([csv], root / "data", progress=False)
+    return root / "data"
+
+
+def train_tiny(data: Path, output: Path, task: str, steps: int = 30, **overrides) -> Path:
+    from training.train import TrainOptions, train
+
+    options = TrainOptions(
+        task=task, data=data, output=output, max_steps=steps, eval_steps=10, save_steps=10,
+        logging_steps=5, batch_size=8, max_length=96 if task == "article" else 48, progress=False,
+    )
+    for key, value in overrides.items():
+        setattr(options, key, value)
+    train(options)
+    return output
+
+
+@pytest.fixture(scope="session")
+def headline_model(demo_data, tmp_path_factory) -> Path:
+    return train_tiny(demo_data, tmp_path_factory.mktemp("headline") / "model", "headline")
+
+
+@pytest.fixture(scope="session")
+def article_model(demo_data, tmp_path_factory) -> Path:
+    return train_tiny(demo_data, tmp_path_factory.mktemp("article") / "model", "article", steps=20)
+
+
+@pytest.fixture
+def published(s3, bucket, headline_model, article_model) -> dict:
+    """Both tiny models published to a fresh bucket; returns {bucket, prefix, versions}."""
+    from training.publish import publish_model
+
+    versions = {}
+    for task, path in (("headline", headline_model), ("article", article_model)):
+        versions[task] = publish_model(path, bucket=bucket, prefix="models", task=task, version="v1", progress=False).version
+    return {"bucket": bucket, "prefix": "models", "versions": versions}
+
+
+@pytest.fixture
+def service_for(tmp_path):
+    """A NewsService bound to a bucket, with its own model cache."""
+    from newsgen.service import NewsService
+    from newsgen.settings import Settings
+
+    def make(bucket: str, **settings) -> NewsService:
+        return NewsService(Settings(model_bucket=bucket, model_prefix="models", model_cache_dir=tmp_path / "cache", **settings))
+
+    return make

@@ -1,0 +1,122 @@
+"""The API handler, called with real API Gateway proxy events, serving models from a moto S3 server."""
+
+import json
+
+import pytest
+
+from events import FakeContext, api_event
+
+
+@pytest.fixture
+def api(published, service_for, monkeypatch):
+    from handlers import api as module
+
+    monkeypatch.setattr(module, "service", service_for(published["bucket"]))
+    return module
+
+
+def call(api, method, path, body=None, **kwargs):
+    response = api.lambda_handler(api_event(method, path, body, **kwargs), FakeContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_headlines(api):
+    status, body = call(api, "POST", "/v1/headlines", {"n": 2, "parameters": {"seed": 3, "max_new_tokens": 16}})
+    assert status == 200, body
+    assert len(body["results"]) == 2
+    for result in body["results"]:
+        assert result["text"].strip()
+        assert result["finish_reason"] in ("eos_token", "length", "stop_sequence", "time")
+        assert 1 <= result["generated_tokens"] <= 16
+    assert body["model"] == {"task": "headline", "version": "v1"}
+    assert body["synthetic"] is True
+    assert body["provenance"]["seed"] == 3 and body["provenance"]["models"] == [body["model"]]
+
+
+def test_headline_prompt_starts_the_headline(api):
+    status, body = call(api, "POST", "/v1/headlines", {"prompt": "City council", "parameters": {"seed": 1}})
+    assert status == 200
+    assert body["results"][0]["text"].startswith("City council")
+
+
+def test_same_seed_same_text(api):
+    request = {"n": 2, "parameters": {"seed": 11, "max_new_tokens": 12}}
+    first = call(api, "POST", "/v1/headlines", request)[1]["results"]
+    second = call(api, "POST", "/v1/headlines", request)[1]["results"]
+    assert first == second
+
+
+def test_articles_and_news(api):
+    status, body = call(api, "POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes", "parameters": {"max_new_tokens": 20}})
+    assert status == 200, body
+    assert body["model"]["task"] == "article" and body["results"][0]["text"]
+    status, body = call(api, "POST", "/v1/news", {"n": 2, "parameters": {"max_new_tokens": 20}})
+    assert status == 200, body
+    assert len(body["results"]) == 2
+    assert all(item["headline"]["text"] and item["article"]["text"] for item in body["results"])
+    assert [m["task"] for m in body["model"]] == ["headline", "article"]
+    assert body["synthetic"] is True and body["provenance"]["seed"] is not None
+
+
+def test_models_and_health(api):
+    status, body = call(api, "GET", "/v1/models")
+    assert status == 200
+    assert {m["task"]: m["version"] for m in body["models"]} == {"headline": "v1", "article": "v1"}
+    assert all(m["metrics"]["val_perplexity"] > 1 for m in body["models"])
+    status, body = call(api, "GET", "/health")
+    assert status == 200 and body["status"] == "ok"
+
+
+@pytest.mark.parametrize(
+    "raw, fragment",
+    [
+        ('{"n": 2,', "JSON"),
+        ("not json at all", "JSON"),
+        ('{"n": "two"}', "n"),
+        ('{"n": 0}', "n"),
+        ('{"n": 99}', "n"),
+        ('{"n": 1.5}', "n"),
+        ('{"prompt": 5}', "prompt"),
+        ('{"unknown": 1}', "unknown"),
+        ('{"parameters": {"temperature": 0}}', "temperature"),
+        ('{"parameters": {"top_p": 1.5}}', "top_p"),
+        ('{"parameters": {"max_new_tokens": 100000}}', "max_new_tokens"),
+        ('{"parameters": {"stop": ["a", "b", "c", "d", "e"]}}', "stop"),
+        ('{"parameters": {"bogus": true}}', "bogus"),
+        ('{"parameters": {"temperature": NaN}}', "temperature"),
+        ('{"prompt": "bell\\u0007"}', "prompt"),
+        ("[1, 2]", "body"),
+        ("", "body"),
+    ],
+)
+def test_bad_requests_are_400_json(api, raw, fragment):
+    status, body = call(api, "POST", "/v1/headlines", raw=raw)
+    assert status == 400, body
+    assert body["error_type"] == "validation_error"
+    assert fragment.lower() in (body["error"] + json.dumps(body.get("details"))).lower()
+    assert "Traceback" not in json.dumps(body)
+
+
+def test_requests_the_model_cannot_serve_are_400(api):
+    status, body = call(api, "POST", "/v1/headlines", {"n": 2, "parameters": {"do_sample": False}})
+    assert status == 400 and body["error_type"] == "invalid_request"
+    status, body = call(api, "POST", "/v1/articles", {"headline": "word " * 150, "parameters": {"max_new_tokens": 200}})
+    assert status == 400 and "context" in body["error"]
+
+
+def test_unknown_route_is_404_json(api):
+    status, body = call(api, "GET", "/v1/nothing")
+    assert status == 404 and body["error_type"] == "not_found"
+
+
+def test_no_model_published_is_503_and_retried(bucket, service_for, monkeypatch, headline_model):
+    from handlers import api as module
+    from training.publish import publish_model
+
+    monkeypatch.setattr(module, "service", service_for(bucket))
+    status, body = call(module, "POST", "/v1/headlines", {"n": 1})
+    assert status == 503 and body["error_type"] == "model_unavailable"
+    assert "no headline model is published" in body["error"]
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    status, body = call(module, "POST", "/v1/headlines", {"n": 1})  # the next request tries again
+    assert status == 200

@@ -1,0 +1,140 @@
+"""The artifact contract and the model store, against a real S3 API (moto server over HTTP)."""
+
+import json
+import shutil
+
+import pytest
+
+from newsgen import artifacts
+from newsgen.errors import ModelUnavailable, UnsafeArtifact, UnsupportedArtifact, VersionExists
+from newsgen.store import ModelStore
+from training.publish import publish_model
+
+
+def make_store(s3, bucket, tmp_path, **kwargs):
+    return ModelStore(s3=s3, bucket=bucket, prefix="models", cache_dir=tmp_path / "cache", **kwargs)
+
+
+def read(s3, bucket, key):
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_publish_writes_layout_manifest_and_latest(s3, bucket, headline_model):
+    manifest = publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+    assert "models/headline/LATEST" in keys
+    assert read(s3, bucket, "models/headline/LATEST") == b"v1"
+    stored = artifacts.parse_manifest(read(s3, bucket, "models/headline/v1/manifest.json"))
+    assert stored == manifest
+    names = {f.path for f in stored.files}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md"} <= names
+    assert not any(n.startswith("checkpoints/") or n.endswith(".bin") or n == "loss.png" for n in names)
+    assert {f"models/headline/v1/{n}" for n in names} | {"models/headline/v1/manifest.json", "models/headline/LATEST"} == keys
+    assert stored.format_version == artifacts.FORMAT_VERSION and stored.task == "headline"
+    assert stored.special_tokens["eos_token"] == "<|EOS|>"
+    assert stored.metrics["val_perplexity"] > 1 and stored.data_fingerprint
+    for entry in stored.files:
+        assert entry.sha256 == artifacts.sha256_file(headline_model / entry.path)
+    with pytest.raises(VersionExists):
+        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+
+
+def test_store_downloads_verifies_loads_and_caches(s3, bucket, headline_model, tmp_path):
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    store = make_store(s3, bucket, tmp_path)
+    loaded = store.get("headline")
+    assert loaded.version == "v1"
+    assert loaded.tokenizer.padding_side == "left"
+    assert loaded.model.config.vocab_size == 50260
+    assert store.get("headline") is loaded  # warm: no second download
+    assert store.get("headline", "v1") is loaded
+
+
+def test_sha256_mismatch_is_refused(s3, bucket, headline_model, tmp_path):
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    key = "models/headline/v1/config.json"
+    s3.put_object(Bucket=bucket, Key=key, Body=read(s3, bucket, key).replace(b"gpt2", b"gpt3"))
+    store = make_store(s3, bucket, tmp_path)
+    with pytest.raises(ModelUnavailable, match="sha256 of config.json") as info:
+        store.get("headline")
+    assert info.value.details["cause"] == "checksum_mismatch"
+    assert not (tmp_path / "cache" / "headline" / "v1").exists()  # nothing unverified stays in the cache
+
+
+def test_latest_moves_only_after_a_complete_upload(s3, bucket, headline_model, monkeypatch):
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    real_upload = s3.upload_file
+    calls = []
+
+    def failing_upload(filename, bucket_name, key, **kwargs):
+        calls.append(key)
+        if len(calls) == 3:
+            raise ConnectionError("network dropped mid-publish")
+        return real_upload(filename, bucket_name, key, **kwargs)
+
+    monkeypatch.setattr(s3, "upload_file", failing_upload)
+    with pytest.raises(ConnectionError):
+        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+    assert read(s3, bucket, "models/headline/LATEST") == b"v1"
+    assert not artifacts.object_exists(s3, bucket, "models/headline/v2/manifest.json")
+    # A reader following LATEST still gets the complete v1.
+    manifest = artifacts.read_manifest(s3, bucket=bucket, prefix="models", task="headline", version="v1")
+    assert manifest.version == "v1"
+
+
+def test_publish_refuses_pickle_weights(headline_model, tmp_path, s3, bucket):
+    unsafe = tmp_path / "unsafe"
+    shutil.copytree(headline_model, unsafe, ignore=shutil.ignore_patterns("checkpoints"))
+    (unsafe / "pytorch_model.bin").write_bytes(b"pickle")
+    with pytest.raises(UnsafeArtifact, match="pickle"):
+        publish_model(unsafe, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+
+
+def test_manifest_of_unknown_format_or_unsafe_paths_is_refused():
+    good = {
+        "format_version": 1, "task": "headline", "version": "v1", "base_model": "tiny", "special_tokens": {},
+        "files": [{"path": "model.safetensors", "size": 1, "sha256": "0" * 64}], "created_at": "now",
+    }
+    assert artifacts.parse_manifest(json.dumps(good)).version == "v1"
+    with pytest.raises(UnsupportedArtifact, match="format_version 2 is not supported"):
+        artifacts.parse_manifest(json.dumps({**good, "format_version": 2}))
+    with pytest.raises(UnsafeArtifact):
+        artifacts.parse_manifest(json.dumps({**good, "files": [{"path": "../etc/passwd", "size": 1, "sha256": "0" * 64}]}))
+    with pytest.raises(UnsafeArtifact):
+        artifacts.parse_manifest(json.dumps({**good, "files": [{"path": "pytorch_model.bin", "size": 1, "sha256": "0" * 64}]}))
+    with pytest.raises(UnsupportedArtifact, match="not valid JSON"):
+        artifacts.parse_manifest(b"{nope")
+
+
+def test_missing_model_or_dangling_latest_is_a_clear_503(s3, bucket, tmp_path, headline_model):
+    store = make_store(s3, bucket, tmp_path)
+    with pytest.raises(ModelUnavailable, match="no headline model is published"):
+        store.get("headline")
+    s3.put_object(Bucket=bucket, Key="models/headline/LATEST", Body=b"v9")
+    with pytest.raises(ModelUnavailable, match="v9 is not published"):
+        store.get("headline")
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    s3.delete_object(Bucket=bucket, Key="models/headline/v1/tokenizer.json")
+    with pytest.raises(ModelUnavailable, match="tokenizer.json is listed in the manifest but missing"):
+        store.get("headline")
+
+
+def test_broken_new_version_does_not_replace_a_loaded_one(s3, bucket, headline_model, tmp_path):
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    store = make_store(s3, bucket, tmp_path, latest_ttl_seconds=0)
+    assert store.get("headline").version == "v1"
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+    s3.put_object(Bucket=bucket, Key="models/headline/v2/model.safetensors", Body=b"truncated")
+    assert store.get("headline").version == "v1"  # v2 fails verification; v1 keeps serving
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v3", progress=False)
+    assert store.get("headline").version == "v3"  # a good version replaces it
+    assert not (tmp_path / "cache" / "headline" / "v1").exists()
+
+
+def test_set_latest_rolls_back_only_to_published_versions(s3, bucket, headline_model):
+    for version in ("v1", "v2"):
+        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version=version, progress=False)
+    artifacts.set_latest(s3, bucket=bucket, prefix="models", task="headline", version="v1")
+    assert artifacts.read_latest(s3, bucket=bucket, prefix="models", task="headline") == "v1"
+    with pytest.raises(artifacts.ArtifactNotFound):
+        artifacts.set_latest(s3, bucket=bucket, prefix="models", task="headline", version="v7")

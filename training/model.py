@@ -1,0 +1,47 @@
+"""The model to fine-tune: a tiny GPT-2 from scratch, or a pretrained GPT-2 (hub name or local path)."""
+
+from __future__ import annotations
+
+from newsgen.prompt import SEP
+
+from training.tokenizer import TINY
+
+# Small enough to train in minutes on a laptop CPU; big enough to learn the prompt format.
+TINY_CONFIG = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 256}
+
+
+def build_model(base: str, tokenizer, *, seed: int = 42):
+    from transformers import AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, set_seed
+
+    if base == TINY:
+        set_seed(seed)  # the random init is part of the run's reproducibility
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), **TINY_CONFIG))
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base, trust_remote_code=False, use_safetensors=None)
+        if model.config.model_type != "gpt2":
+            raise ValueError(f"--base {base} is a {model.config.model_type} model; newsgen fine-tunes GPT-2")
+    if model.get_input_embeddings().num_embeddings != len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.bos_token_id = tokenizer.bos_token_id
+    model.config.eos_token_id = tokenizer.eos_token_id
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.config.sep_token_id = tokenizer.convert_tokens_to_ids(SEP)
+    return model
+
+
+def tuned_generation_config(task: str, tokenizer):
+    """The decoding defaults that serving starts from (a request may override each)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        do_sample=True,
+        temperature=0.8,
+        top_k=50,
+        top_p=0.95,
+        repetition_penalty=1.1,
+        no_repeat_ngram_size=3,
+        max_new_tokens=32 if task == "headline" else 160,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )

@@ -1,0 +1,75 @@
+"""Export a trained model directory as a versioned artifact in S3 (the contract in newsgen.artifacts)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from newsgen import artifacts, s3
+from newsgen.artifacts import Manifest
+
+EXPORTS = ("fp32",)  # the performance work adds int8 here
+
+
+def model_card(model_dir: Path, task: str, version: str, report: dict) -> str:
+    metrics = {k: report.get(k) for k in ("val_perplexity", "eval_loss", "train_loss", "global_step")}
+    rows = "\n".join(f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
+    return f"""# newsgen {task} model {version}
+
+GPT-2 fine-tuned by newsgen to write news {"headlines" if task == "headline" else "article openings for a headline"}.
+Base model: `{report.get("base_model", "unknown")}`. Data fingerprint: `{report.get("data_fingerprint")}`.
+
+> **Synthetic text warning.** Everything this model writes is machine-generated. It imitates the style of news
+> and is not news: names, events, numbers and quotes are invented or wrong. Label every output as synthetic.
+
+| metric | value |
+|---|---|
+{rows}
+
+Prompt format: `<|endoftext|>` + headline + {"`<|EOS|>`" if task == "headline" else "`<|SEP|>` + article + `<|EOS|>`"}.
+Weights: safetensors only. Decoding defaults: `generation_config.json`.
+"""
+
+
+def publish_model(
+    model_dir: Path,
+    *,
+    bucket: str,
+    prefix: str,
+    task: str,
+    version: str | None = None,
+    export: str = "fp32",
+    move_latest: bool = True,
+    progress: bool = True,
+) -> Manifest:
+    model_dir = Path(model_dir)
+    if export not in EXPORTS:
+        raise ValueError(f"--export {export} is not available; choose one of {', '.join(EXPORTS)}")
+    report_path = model_dir / "training_report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else {}
+    if report.get("task", task) != task:
+        raise ValueError(f"{model_dir} was trained for the {report['task']} task, not {task}")
+    version = version or artifacts.new_version_name()
+    (model_dir / "README.md").write_text(model_card(model_dir, task, version, report))
+    manifest = artifacts.build_manifest(
+        model_dir,
+        task=task,
+        version=version,
+        base_model=report.get("base_model", "unknown"),
+        metrics={k: report[k] for k in ("val_perplexity", "eval_loss", "train_loss", "global_step") if k in report},
+        data_fingerprint=report.get("data_fingerprint"),
+        export=export,
+    )
+    total = sum(entry.size for entry in manifest.files)
+    with tqdm(total=total, unit="B", unit_scale=True, desc=f"publish {task} {version}", disable=not progress) as bar:
+        return artifacts.publish(
+            s3.client(),
+            model_dir,
+            bucket=bucket,
+            prefix=prefix,
+            manifest=manifest,
+            move_latest=move_latest,
+            progress=bar.update,
+        )

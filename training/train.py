@@ -1,0 +1,187 @@
+"""Fine-tuning with the Hugging Face Trainer: one task (headline or article) per run.
+
+The same command runs on a laptop CPU (tiny model, fp32) and on a GPU instance (bf16, or fp16 where bf16 is
+missing); `accelerate launch -m training train ...` or `torchrun --nproc-per-node N -m training train ...`
+runs it data-parallel without code changes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from training.dataset import build_dataset, fingerprint
+from training.model import build_model, tuned_generation_config
+from training.tokenizer import TINY, base_tokenizer
+
+CHECKPOINTS = "checkpoints"
+MAX_LENGTH = {"headline": 64, "article": 256}
+
+
+class TrainError(Exception):
+    """A problem with the run's options or inputs, worded for the command line."""
+
+
+@dataclass
+class TrainOptions:
+    task: str
+    data: Path
+    output: Path
+    base: str = TINY
+    epochs: float = 3.0
+    max_steps: int = -1
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float | None = None  # default: 1e-3 from scratch, 5e-5 fine-tuning a pretrained GPT-2
+    warmup_steps: int = 10
+    weight_decay: float = 0.01
+    logging_steps: int = 10
+    eval_steps: int = 50
+    save_steps: int = 100
+    save_total_limit: int = 2
+    max_length: int | None = None
+    seed: int = 42
+    resume: bool = False
+    progress: bool = True
+
+
+def precision() -> dict:
+    """bf16 on GPUs that have it, fp16 on older ones, fp32 on CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    return {}
+
+
+def checkpoints_in(directory: Path) -> list[Path]:
+    return sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
+
+
+def train(options: TrainOptions) -> dict:
+    import torch
+    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+
+    if options.task not in MAX_LENGTH:
+        raise TrainError(f"--task must be headline or article, not {options.task!r}")
+    if options.save_steps % options.eval_steps:
+        raise TrainError(
+            f"--save-steps ({options.save_steps}) must be a multiple of --eval-steps ({options.eval_steps}) "
+            "so that the best checkpoint can be kept"
+        )
+    checkpoint_dir = Path(options.output) / CHECKPOINTS
+    existing = checkpoints_in(checkpoint_dir)
+    if options.resume and not existing:
+        raise TrainError(f"--resume: no checkpoint in {checkpoint_dir} to resume from")
+    if existing and not options.resume:
+        raise TrainError(f"{checkpoint_dir} already has checkpoints; pass --resume to continue, or another --output")
+
+    tokenizer = base_tokenizer(options.base)
+    max_length = options.max_length or MAX_LENGTH[options.task]
+    train_set = build_dataset(options.data, "train", options.task, tokenizer, max_length)
+    eval_set = build_dataset(options.data, "validation", options.task, tokenizer, max_length)
+    if not train_set or not eval_set:
+        raise TrainError(
+            f"{options.data}: {len(train_set)} training and {len(eval_set)} validation examples for the "
+            f"{options.task} task; both must be non-empty (check prepare's report.json)"
+        )
+    model = build_model(options.base, tokenizer, seed=options.seed)
+    model.generation_config = tuned_generation_config(options.task, tokenizer)
+
+    args = TrainingArguments(
+        output_dir=str(checkpoint_dir),
+        num_train_epochs=options.epochs,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
+        learning_rate=options.learning_rate or (1e-3 if options.base == TINY else 5e-5),
+        warmup_steps=options.warmup_steps,
+        weight_decay=options.weight_decay,
+        lr_scheduler_type="cosine",
+        logging_strategy="steps",
+        logging_steps=options.logging_steps,
+        logging_first_step=True,
+        eval_strategy="steps",
+        eval_steps=options.eval_steps,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=options.save_total_limit,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        report_to="none",
+        seed=options.seed,
+        disable_tqdm=not options.progress,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        **precision(),
+    )
+    # Pads input_ids with <|pad|> and labels with -100 (right padding is right for training).
+    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+    started = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=True if options.resume else None)
+    runtime = time.perf_counter() - started
+    metrics = trainer.evaluate()  # the best model's, since it was loaded at the end
+    report = {
+        "task": options.task,
+        "base_model": options.base,
+        "global_step": trainer.state.global_step,
+        "epochs": trainer.state.epoch,
+        "train_loss": result.training_loss,
+        "eval_loss": metrics["eval_loss"],
+        "val_perplexity": math.exp(metrics["eval_loss"]),
+        "best_checkpoint": trainer.state.best_model_checkpoint,
+        "train_examples": len(train_set),
+        "validation_examples": len(eval_set),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "precision": next(iter(precision()), "fp32"),
+        "device": str(args.device),
+        "world_size": args.world_size,
+        "runtime_s": round(runtime, 2),
+        "resumed": options.resume,
+        "data_fingerprint": fingerprint(options.data),
+        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        "log_history": trainer.state.log_history,
+    }
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(options.output))  # model.safetensors, config, generation_config, tokenizer
+        # The Trainer pickles its arguments beside the model; the options are in the report instead, and
+        # nothing pickled may travel with an artifact.
+        Path(options.output, "training_args.bin").unlink(missing_ok=True)
+        Path(options.output, "training_report.json").write_text(json.dumps(report, indent=2))
+        plot_losses(trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({options.base})")
+    return report
+
+
+def plot_losses(history: list[dict], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    train = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    if train:
+        ax.plot(*zip(*train), label="train")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", label="validation")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
