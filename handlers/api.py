@@ -1,10 +1,8 @@
 """API Gateway (REST, proxy integration) entry point: parse → newsgen.service → response.
 
-Routes: POST /v1/headlines, POST /v1/articles, POST /v1/news, GET /v1/models, GET /health.
-Every error is JSON {error, error_type, ...}; none carries a stack trace.
+Routes: POST /v1/headlines, /v1/articles, /v1/news; GET /v1/models, /health; the OpenAPI spec at
+/openapi.json and Swagger UI at /docs. Every error is JSON {error, error_type, ...}; none carries a trace.
 """
-
-from __future__ import annotations
 
 import base64
 import binascii
@@ -12,22 +10,63 @@ import json
 import time
 from typing import Annotated
 
-from aws_lambda_powertools import Logger
+from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+import newsgen
 from newsgen.errors import NewsgenError
-from newsgen.schemas import ArticleRequest, GenerationResponse, HeadlineRequest, NewsRequest, NewsResponse
+from newsgen.schemas import (
+    ArticleRequest,
+    ErrorResponse,
+    GenerationResponse,
+    HeadlineRequest,
+    HealthResponse,
+    ModelsResponse,
+    NewsRequest,
+    NewsResponse,
+)
 from newsgen.service import NewsService
 from newsgen.settings import load_settings
 
 settings = load_settings()
 logger = Logger(service="newsgen-api")
+metrics = Metrics(namespace="newsgen", service="api")
+tracer = Tracer(service="newsgen-api")
 app = APIGatewayRestResolver(enable_validation=True)
-service = NewsService(settings)
+OPENAPI = {
+    "title": "newsgen",
+    "version": newsgen.__version__,
+    "description": "Generates synthetic news headlines and article openings with fine-tuned GPT-2 models. "
+    "Every output is machine-generated and labelled so.",
+}
+app.configure_openapi(**OPENAPI)
+app.enable_swagger(path="/docs", **OPENAPI)
+
+ERRORS = {
+    400: {"description": "Invalid request", "content": {"application/json": {"model": ErrorResponse}}},
+    413: {"description": "Body over the size limit", "content": {"application/json": {"model": ErrorResponse}}},
+    503: {"description": "Model unavailable; retry", "content": {"application/json": {"model": ErrorResponse}}},
+}
+
+
+def documented(model, description: str = "Generated texts, labelled synthetic") -> dict:
+    return {200: {"description": description, "content": {"application/json": {"model": model}}}, **ERRORS}
+
+
+ROUTES = {"/v1/headlines": "POST", "/v1/articles": "POST", "/v1/news": "POST", "/v1/models": "GET", "/health": "GET"}
+
+
+def record_load(loaded) -> None:
+    for name, seconds in loaded.timings.items():
+        metrics.add_metric(name=f"model_{name}", unit=MetricUnit.Seconds, value=seconds)
+
+
+service = NewsService(settings, on_model_loaded=record_load)
 if settings.preload_models:
     # Loading in the init phase uses its full-CPU burst; a failure here leaves the requests to answer 503
     # and to try again, instead of crashing the runtime.
@@ -35,11 +74,6 @@ if settings.preload_models:
         service.preload()
     except NewsgenError as exc:
         logger.error("preload failed", extra={"error_type": exc.error_type, "error": exc.message})
-
-
-def error(status: int, message: str, error_type: str, **extra) -> Response:
-    body = {"error": message, "error_type": error_type, **extra}
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body))
 
 
 def deadline() -> float | None:
@@ -50,29 +84,54 @@ def deadline() -> float | None:
     return time.monotonic() + context.get_remaining_time_in_millis() / 1000
 
 
-@app.post("/v1/headlines")
+def observe(route: str, request, run):
+    """Run a generation, with its metrics and (only when LOG_PROMPTS=true) its prompt in the log."""
+    if settings.log_prompts:
+        logger.info("request", extra={"route": route, "request": request.model_dump()})
+    started = time.perf_counter()
+    response = run(request, deadline())
+    elapsed = time.perf_counter() - started
+    tokens = sum(r.generated_tokens for r in response.results) if route != "news" else sum(
+        i.headline.generated_tokens + i.article.generated_tokens for i in response.results
+    )
+    metrics.add_metric(name="generated_tokens", unit=MetricUnit.Count, value=tokens)
+    metrics.add_metric(name="tokens_per_second", unit=MetricUnit.CountPerSecond, value=tokens / max(elapsed, 1e-6))
+    logger.info("generated", extra={"route": route, "n": request.n, "tokens": tokens, "seconds": round(elapsed, 3)})
+    return response
+
+
+@app.post("/v1/headlines", summary="Generate headlines", responses=documented(GenerationResponse))
+@tracer.capture_method
 def headlines(request: Annotated[HeadlineRequest, Body()]) -> GenerationResponse:
-    return service.headlines(request, deadline())
+    return observe("headlines", request, service.headlines)
 
 
-@app.post("/v1/articles")
+@app.post("/v1/articles", summary="Generate article openings for a headline", responses=documented(GenerationResponse))
+@tracer.capture_method
 def articles(request: Annotated[ArticleRequest, Body()]) -> GenerationResponse:
-    return service.articles(request, deadline())
+    return observe("articles", request, service.articles)
 
 
-@app.post("/v1/news")
+@app.post("/v1/news", summary="Generate headline + article pairs", responses=documented(NewsResponse))
+@tracer.capture_method
 def news(request: Annotated[NewsRequest, Body()]) -> NewsResponse:
-    return service.news(request, deadline())
+    return observe("news", request, service.news)
 
 
-@app.get("/v1/models")
-def models() -> dict:
-    return {"models": service.models()}
+@app.get("/v1/models", summary="The model versions this deployment serves", responses=documented(ModelsResponse, "Models"))
+def models() -> ModelsResponse:
+    return ModelsResponse(models=service.models())
 
 
-@app.get("/health")
-def health() -> dict:
-    return {"status": "ok", "models_loaded": [f"{m.task}:{m.version}" for m in service.store.loaded()]}
+@app.get("/health", summary="Liveness and the loaded model versions")
+def health() -> HealthResponse:
+    return HealthResponse(models_loaded=[f"{m.task}:{m.version}" for m in service.loaded_models()])
+
+
+def error(status: int, message: str, error_type: str, headers: dict | None = None, **extra) -> Response:
+    metrics.add_metric(name=f"errors_{error_type}", unit=MetricUnit.Count, value=1)
+    body = {"error": message, "error_type": error_type, **extra}
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -95,7 +154,11 @@ def newsgen_error(exc: NewsgenError) -> Response:
 
 @app.not_found
 def not_found(exc: NotFoundError) -> Response:
-    return error(404, f"no route {app.current_event.http_method} {app.current_event.path}", "not_found")
+    method, path = app.current_event.http_method, app.current_event.path
+    if path in ROUTES:
+        return error(405, f"{method} is not allowed on {path}; use {ROUTES[path]}", "method_not_allowed",
+                     headers={"Allow": ROUTES[path]})
+    return error(404, f"no route {method} {path}", "not_found")
 
 
 @app.exception_handler(Exception)
@@ -121,8 +184,7 @@ def unreadable_body(event: dict) -> dict | None:
     body = event.get("body") or ""
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode("utf-8", "surrogatepass"))
     if size > settings.max_body_bytes:
-        message = f"request body of {size} bytes is over the limit of {settings.max_body_bytes}"
-        return proxy_error(413, message, "payload_too_large")
+        return proxy_error(413, f"request body of {size} bytes is over the limit of {settings.max_body_bytes}", "payload_too_large")
     if event.get("isBase64Encoded") and body:
         try:
             base64.b64decode(body, validate=True).decode("utf-8")
@@ -132,6 +194,7 @@ def unreadable_body(event: dict) -> dict | None:
 
 
 def proxy_error(status: int, message: str, error_type: str) -> dict:
+    metrics.add_metric(name=f"errors_{error_type}", unit=MetricUnit.Count, value=1)
     return {
         "statusCode": status,
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
@@ -140,6 +203,8 @@ def proxy_error(status: int, message: str, error_type: str) -> dict:
     }
 
 
-@logger.inject_lambda_context(log_event=False)
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)  # responses hold generated text: not in traces
+@metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return unreadable_body(event) or app.resolve(as_json_request(event), context)

@@ -120,3 +120,61 @@ def test_no_model_published_is_503_and_retried(bucket, service_for, monkeypatch,
     publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
     status, body = call(module, "POST", "/v1/headlines", {"n": 1})  # the next request tries again
     assert status == 200
+
+
+def test_wrong_method_is_405_with_allow(api):
+    response = api.lambda_handler(api_event("PUT", "/v1/headlines", {}), FakeContext())
+    assert response["statusCode"] == 405
+    assert json.loads(response["body"])["error_type"] == "method_not_allowed"
+    assert "POST" in json.dumps(response.get("headers") or response.get("multiValueHeaders"))
+
+
+def test_body_over_the_limit_is_413(api):
+    status, body = call(api, "POST", "/v1/headlines", {"prompt": "x" * 20_000})
+    assert status == 413 and body["error_type"] == "payload_too_large"
+
+
+def test_curl_form_content_type_is_read_as_json(api):
+    status, body = call(api, "POST", "/v1/headlines", raw='{"n": 1}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, body
+
+
+def test_time_budget_stops_generation_and_says_so(api):
+    """A Lambda with almost no time left still answers, with what it had: finish_reason "time"."""
+    event = api_event("POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes",
+                                               "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0}})
+    margin_ms = api.service.settings.time_margin_ms
+    response = api.lambda_handler(event, FakeContext(remaining_ms=margin_ms + 1))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200, body
+    result = body["results"][0]
+    assert result["finish_reason"] == "time"
+    assert result["generated_tokens"] < 200
+
+
+def test_stop_sequences_cut_the_text(api):
+    status, body = call(api, "POST", "/v1/articles", {"headline": "City council approves a new ferry line",
+                                                       "parameters": {"stop": ["."], "max_new_tokens": 60, "seed": 2}})
+    assert status == 200
+    result = body["results"][0]
+    if result["finish_reason"] == "stop_sequence":
+        assert "." not in result["text"]
+    else:  # the text ended before any "." — then it must not contain one either
+        assert result["finish_reason"] in ("eos_token", "length") and "." not in result["text"]
+
+
+def test_details_return_tokens_with_logprobs(api):
+    status, body = call(api, "POST", "/v1/headlines", {"parameters": {"details": True, "max_new_tokens": 5, "seed": 1}})
+    assert status == 200
+    result = body["results"][0]
+    assert len(result["tokens"]) == result["generated_tokens"]
+    assert all(t["logprob"] is None or t["logprob"] <= 0 for t in result["tokens"])
+
+
+def test_openapi_file_is_in_sync_with_the_routes():
+    from pathlib import Path
+
+    from handlers import api as module
+
+    committed = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
+    assert committed == json.loads(module.app.get_openapi_json_schema()), "run `make openapi` and commit docs/openapi.json"

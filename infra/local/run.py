@@ -22,6 +22,8 @@ from pathlib import Path
 DEFAULT_WORKDIR = Path(".newsgen/demo")
 BUCKET = "newsgen-models"
 PREFIX = "models"
+BATCH_BUCKET = "newsgen-batch"
+BATCH_QUEUE = "newsgen-batch-chunks"
 # Enough steps for the tiny models to learn the prompt format and the corpus' shape on 2 CPU cores.
 DEMO_STEPS = {"headline": 400, "article": 300}
 
@@ -100,6 +102,20 @@ def publish(models: dict[str, Path]) -> dict[str, str]:
     return versions
 
 
+def start_batch(endpoint: str):
+    """The batch bucket, the chunk queue with its DLQ, and the local S3/SQS triggers for the batch functions."""
+    import boto3
+
+    from handlers import batch as handlers
+    from infra.local.triggers import Pollers, S3Trigger, SqsTrigger, create_queues
+
+    s3, sqs = boto3.client("s3"), boto3.client("sqs")
+    s3.create_bucket(Bucket=BATCH_BUCKET)
+    queue_url, _ = create_queues(sqs, BATCH_QUEUE, max_receive_count=3, visibility_timeout=60)
+    os.environ["BATCH_QUEUE_URL"] = queue_url
+    return Pollers(S3Trigger(s3, BATCH_BUCKET, handlers.dispatch_handler), SqsTrigger(sqs, queue_url, handlers.worker_handler)).start()
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
@@ -120,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
 
     started = time.perf_counter()
     s3_server, endpoint = start_s3(args.host, args.s3_port)
-    api_server = None
+    api_server = pollers = None
     # SIGTERM (from `kill`, or make's parent) stops as cleanly as Ctrl-C.
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
     signal.signal(signal.SIGINT, _interrupt)
@@ -140,13 +156,15 @@ def main(argv: list[str] | None = None) -> None:
         from infra.local.server import serve
 
         api_server = serve(args.host, args.port)  # imports the handler, which loads both models (init phase)
+        pollers = start_batch(endpoint)
         url = f"http://{args.host}:{args.port}"
         print(
             f"\nnewsgen is up in {time.perf_counter() - started:.0f}s: {url}  (Ctrl-C stops it)\n"
             f"  curl -s -XPOST {url}/v1/headlines -d '{{\"n\":2}}'\n"
             f"  curl -s -XPOST {url}/v1/articles -d '{{\"headline\":\"City council approves a new harbor ferry line after a long debate\"}}'\n"
             f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"
-            f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json\n",
+            f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json    ·    docs: {url}/docs\n"
+            f"  make batch FILE=prompts.jsonl    (drops it into s3://{BATCH_BUCKET}/batch/in/)\n",
             flush=True,
         )
         while True:
@@ -157,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         # A second Ctrl-C must not cut the clean-up short and leave a server behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if pollers is not None:
+            pollers.stop()
         if api_server is not None:
             api_server.shutdown()
             api_server.server_close()

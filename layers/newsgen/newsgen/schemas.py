@@ -148,3 +148,23 @@ class ErrorResponse(BaseModel):
     error: str
     error_type: str
     details: list | dict | None = None
+
+
+class ModelInfo(BaseModel):
+    task: str
+    version: str
+    base_model: str
+    export: str
+    created_at: str
+    metrics: dict
+    data_fingerprint: str | None
+    context_length: int
+
+
+class ModelsResponse(BaseModel):
+    models: list[ModelInfo]
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+    models_loaded: list[str]

@@ -20,6 +20,7 @@ from newsgen.schemas import (
     GenerationParameters,
     GenerationResponse,
     HeadlineRequest,
+    ModelInfo,
     ModelRef,
     NewsItem,
     NewsRequest,
@@ -31,9 +32,10 @@ from newsgen.store import LoadedModel, ModelStore
 
 
 class NewsService:
-    def __init__(self, settings: Settings, store: ModelStore | None = None):
+    def __init__(self, settings: Settings, store: ModelStore | None = None, on_model_loaded=None):
         self.settings = settings
         self._store = store
+        self.on_model_loaded = on_model_loaded
         _set_threads(settings.torch_threads)
 
     @property
@@ -49,8 +51,12 @@ class NewsService:
                 prefix=self.settings.model_prefix,
                 cache_dir=self.settings.model_cache_dir,
                 latest_ttl_seconds=self.settings.latest_ttl_seconds,
+                on_loaded=self.on_model_loaded,
             )
         return self._store
+
+    def loaded_models(self) -> list[LoadedModel]:
+        return self._store.loaded() if self._store is not None else []
 
     def model(self, task: str) -> LoadedModel:
         version = {
@@ -64,52 +70,64 @@ class NewsService:
             self.model(task)
 
     # --- requests -------------------------------------------------------------------------------------
+    # Each route has a "many" form: several prompts that share n and parameters go through one batched
+    # generate call (the batch jobs use it); a single request is the one-prompt case.
     def headlines(self, request: HeadlineRequest, deadline: float | None = None) -> GenerationResponse:
-        _check_budget(request.n, request.parameters)
-        loaded = self.model("headline")
-        prefix = request.prompt or ""
-        out = generation.generate(
-            loaded,
-            [prompt.headline_prompt(prefix)],
-            n=request.n,
-            params=request.parameters,
-            time_budget_s=self._budget(deadline),
-        )
-        results = [_with_prefix(prefix, r) for r in out.results[0]]
-        ref = ModelRef(task="headline", version=loaded.version)
-        return GenerationResponse(results=results, model=ref, provenance=_provenance([ref], out))
+        return self.headlines_many([request.prompt], request.n, request.parameters, deadline)[0]
 
     def articles(self, request: ArticleRequest, deadline: float | None = None) -> GenerationResponse:
-        _check_budget(request.n, request.parameters)
-        loaded = self.model("article")
-        out = generation.generate(
-            loaded,
-            [prompt.article_prompt(request.headline)],
-            n=request.n,
-            params=request.parameters,
-            time_budget_s=self._budget(deadline),
-        )
-        results = [r.model_copy(update={"text": r.text.strip()}) for r in out.results[0]]
-        ref = ModelRef(task="article", version=loaded.version)
-        return GenerationResponse(results=results, model=ref, provenance=_provenance([ref], out))
+        return self.articles_many([request.headline], request.n, request.parameters, deadline)[0]
 
     def news(self, request: NewsRequest, deadline: float | None = None) -> NewsResponse:
-        """n headlines, then one article for each, all articles in one batched generate call."""
-        _check_budget(2 * request.n, request.parameters)
+        return self.news_many([request.prompt], request.n, request.parameters, deadline)[0]
+
+    def headlines_many(
+        self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
+    ) -> list[GenerationResponse]:
+        _check_budget(n, params)
+        loaded = self.model("headline")
+        prefixes = [p or "" for p in prompts]
+        out = generation.generate(
+            loaded, [prompt.headline_prompt(p) for p in prefixes], n=n, params=params, time_budget_s=self._budget(deadline)
+        )
+        ref = ModelRef(task="headline", version=loaded.version)
+        return [
+            GenerationResponse(results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out))
+            for p, rows in zip(prefixes, out.results)
+        ]
+
+    def articles_many(
+        self, headlines: list[str], n: int, params: GenerationParameters, deadline: float | None = None
+    ) -> list[GenerationResponse]:
+        _check_budget(n, params)
+        loaded = self.model("article")
+        out = generation.generate(
+            loaded, [prompt.article_prompt(h) for h in headlines], n=n, params=params, time_budget_s=self._budget(deadline)
+        )
+        ref = ModelRef(task="article", version=loaded.version)
+        return [
+            GenerationResponse(results=[_stripped(r) for r in rows], model=ref, provenance=_provenance([ref], out))
+            for rows in out.results
+        ]
+
+    def news_many(
+        self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
+    ) -> list[NewsResponse]:
+        """n headlines per prompt, then one article for each headline, all articles in one generate call."""
+        _check_budget(2 * n, params)
         headline_model, article_model = self.model("headline"), self.model("article")
-        params = request.parameters
         if params.seed is None and (params.num_beams or 1) == 1:
             # One seed for both calls, so the provenance's seed reproduces the whole item.
             params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
-        prefix = request.prompt or ""
+        prefixes = [p or "" for p in prompts]
         heads = generation.generate(
             headline_model,
-            [prompt.headline_prompt(prefix)],
-            n=request.n,
+            [prompt.headline_prompt(p) for p in prefixes],
+            n=n,
             params=params,
             time_budget_s=self._budget(deadline, share=0.3),
         )
-        headlines = [_with_prefix(prefix, r) for r in heads.results[0]]
+        headlines = [_with_prefix(p, r) for p, rows in zip(prefixes, heads.results) for r in rows]
         bodies = generation.generate(
             article_model,
             [prompt.article_prompt(h.text) for h in headlines],
@@ -117,33 +135,33 @@ class NewsService:
             params=params,
             time_budget_s=self._budget(deadline),
         )
-        items = [
-            NewsItem(headline=h, article=b[0].model_copy(update={"text": b[0].text.strip()}))
-            for h, b in zip(headlines, bodies.results)
-        ]
+        items = [NewsItem(headline=h, article=_stripped(b[0])) for h, b in zip(headlines, bodies.results)]
         refs = [
             ModelRef(task="headline", version=headline_model.version),
             ModelRef(task="article", version=article_model.version),
         ]
-        return NewsResponse(results=items, model=refs, provenance=_provenance(refs, heads))
+        return [
+            NewsResponse(results=items[i * n : (i + 1) * n], model=refs, provenance=_provenance(refs, heads))
+            for i in range(len(prompts))
+        ]
 
-    def models(self) -> list[dict]:
+    def models(self) -> list[ModelInfo]:
         """The versions this container resolves, with their manifests' metrics."""
         out = []
         for task in prompt.TASKS:
             loaded = self.model(task)
             manifest = loaded.manifest
             out.append(
-                {
-                    "task": task,
-                    "version": loaded.version,
-                    "base_model": manifest.base_model,
-                    "export": manifest.export,
-                    "created_at": manifest.created_at,
-                    "metrics": manifest.metrics,
-                    "data_fingerprint": manifest.data_fingerprint,
-                    "context_length": loaded.context_length,
-                }
+                ModelInfo(
+                    task=task,
+                    version=loaded.version,
+                    base_model=manifest.base_model,
+                    export=manifest.export,
+                    created_at=manifest.created_at,
+                    metrics=manifest.metrics,
+                    data_fingerprint=manifest.data_fingerprint,
+                    context_length=loaded.context_length,
+                )
             )
         return out
 
@@ -164,6 +182,10 @@ def _check_budget(n: int, params: GenerationParameters) -> None:
 
 def _with_prefix(prefix: str, result: GeneratedText) -> GeneratedText:
     return result.model_copy(update={"text": (prefix + result.text).strip()})
+
+
+def _stripped(result: GeneratedText) -> GeneratedText:
+    return result.model_copy(update={"text": result.text.strip()})
 
 
 def _provenance(models: list[ModelRef], out: generation.Generation) -> Provenance:

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from newsgen import artifacts
 from newsgen.artifacts import LATEST_NAME, Manifest
@@ -113,6 +113,7 @@ class ModelStore:
         cache_dir: Path,
         latest_ttl_seconds: float = 300.0,
         disk_headroom_bytes: int = 16 * 1024 * 1024,
+        on_loaded: Callable[[LoadedModel], None] | None = None,
     ):
         self.s3 = s3
         self.bucket = bucket
@@ -120,6 +121,7 @@ class ModelStore:
         self.cache_dir = Path(cache_dir)
         self.latest_ttl_seconds = latest_ttl_seconds
         self.disk_headroom_bytes = disk_headroom_bytes
+        self.on_loaded = on_loaded
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
         self._latest: dict[str, tuple[str, float]] = {}  # task -> (version, checked at)
         self._lock = threading.RLock()
@@ -193,6 +195,8 @@ class ModelStore:
             },
         )
         self._loaded[(task, version)] = loaded
+        if self.on_loaded:
+            self.on_loaded(loaded)
         logger.info("loaded %s %s in %.2fs", task, version, loaded_at - started, extra={"timings": loaded.timings})
         return loaded
 

@@ -1,0 +1,153 @@
+"""Local stand-ins for Lambda's event sources, so the batch functions run here as they do in AWS:
+
+- S3Trigger: new objects under batch/in/ → the dispatcher, with an S3 ObjectCreated event;
+- SqsTrigger: the chunk queue → the worker, with SQS events of up to `batch_size` records; messages the
+  worker reports in batchItemFailures stay on the queue, reappear after the visibility timeout, and SQS's
+  redrive policy moves them to the DLQ after maxReceiveCount, as the real event source mapping does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import uuid
+from typing import Callable
+
+from infra.local.server import LocalContext
+
+REGION = "us-east-1"
+
+
+def create_queues(sqs, name: str, *, max_receive_count: int = 3, visibility_timeout: int = 30) -> tuple[str, str]:
+    """The chunk queue and its dead-letter queue; returns (queue_url, dlq_url)."""
+    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    queue_url = sqs.create_queue(
+        QueueName=name,
+        Attributes={
+            "VisibilityTimeout": str(visibility_timeout),
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}),
+        },
+    )["QueueUrl"]
+    return queue_url, dlq_url
+
+
+def s3_event(bucket: str, key: str, size: int, etag: str) -> dict:
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": REGION,
+                "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "local"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": uuid.uuid4().hex, "x-amz-id-2": uuid.uuid4().hex},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "batch-in",
+                    "bucket": {"name": bucket, "ownerIdentity": {"principalId": "local"}, "arn": f"arn:aws:s3:::{bucket}"},
+                    "object": {"key": key, "size": size, "eTag": etag.strip('"'), "sequencer": f"{time.time_ns():X}"},
+                },
+            }
+        ]
+    }
+
+
+def sqs_event(messages: list[dict], queue_arn: str) -> dict:
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {},
+                "md5OfBody": hashlib.md5(m["Body"].encode()).hexdigest(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": REGION,
+            }
+            for m in messages
+        ]
+    }
+
+
+class S3Trigger:
+    def __init__(self, s3, bucket: str, handler: Callable, prefix: str = "batch/in/"):
+        self.s3, self.bucket, self.handler, self.prefix = s3, bucket, handler, prefix
+        self.seen: set[tuple[str, str]] = set()
+
+    def poll_once(self) -> int:
+        fired = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for obj in page.get("Contents", []):
+                if (obj["Key"], obj["ETag"]) in self.seen:
+                    continue
+                self.seen.add((obj["Key"], obj["ETag"]))
+                self.handler(s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"]), LocalContext(
+                    function_name="newsgen-batch-dispatch", deadline=time.monotonic() + 60))
+                fired += 1
+        return fired
+
+
+class SqsTrigger:
+    def __init__(self, sqs, queue_url: str, handler: Callable, *, batch_size: int = 5, timeout_s: float = 900):
+        self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
+        self.batch_size, self.timeout_s = batch_size, timeout_s
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def poll_once(self, wait_s: int = 0) -> int:
+        """Deliver one batch of messages to the worker; returns how many were received."""
+        messages = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=self.batch_size,
+            WaitTimeSeconds=wait_s,
+            AttributeNames=["All"],
+        ).get("Messages", [])
+        if not messages:
+            return 0
+        context = LocalContext(function_name="newsgen-batch-worker", deadline=time.monotonic() + self.timeout_s)
+        try:
+            response = self.handler(sqs_event(messages, self.queue_arn), context)
+            failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
+        except Exception as exc:  # the whole invocation failed: every message returns to the queue
+            print(f"worker invocation failed: {type(exc).__name__}: {exc}", flush=True)
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        if done:
+            self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(done)],
+            )
+        return len(messages)
+
+
+class Pollers:
+    """Runs triggers on a background thread until stopped."""
+
+    def __init__(self, s3_trigger: S3Trigger, sqs_trigger: SqsTrigger, interval_s: float = 1.0):
+        self.s3_trigger, self.sqs_trigger, self.interval_s = s3_trigger, sqs_trigger, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="newsgen-local-triggers", daemon=True)
+
+    def start(self) -> "Pollers":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.s3_trigger.poll_once() + self.sqs_trigger.poll_once()
+            except Exception as exc:  # keep the local service up; the error is printed
+                print(f"local trigger error: {type(exc).__name__}: {exc}", flush=True)
+                busy = 0
+            if not busy:
+                self._stop.wait(self.interval_s)
