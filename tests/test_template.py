@@ -1,0 +1,201 @@
+"""The SAM template: valid (cfn-lint with the SAM transform), least privilege, safe defaults, and consistent
+with the code it deploys."""
+
+import importlib
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE = ROOT / "template.yaml"
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    data, problems = decode(str(TEMPLATE))
+    assert not problems, problems
+    return data
+
+
+def resources(template, kind):
+    return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
+
+
+def statements(function) -> list[dict]:
+    out = []
+    for policy in function["Properties"].get("Policies", []):
+        out.extend(policy.get("Statement", []) if isinstance(policy, dict) else [])
+    return out
+
+
+def as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def flat(value) -> str:
+    """An intrinsic (!Sub/!If …) flattened to its text, for pattern checks."""
+    return str(value)
+
+
+def cfn_lint(path: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True, text=True, cwd=ROOT)
+
+
+def test_cfn_lint_passes_with_the_sam_transform():
+    result = cfn_lint(TEMPLATE)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_cfn_lint_really_checks_sam_resources(tmp_path):
+    """Guards against a linter that passes anything: a property SAM does not know must fail."""
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE.read_text().replace("Handler: batch.dispatch_handler", "Handler: batch.dispatch_handler\n      Colour: red", 1))
+    result = cfn_lint(broken)
+    assert result.returncode != 0 and "'Colour' was unexpected" in result.stdout, result.stdout
+
+
+@pytest.fixture(scope="module")
+def transformed(template, monkeypatch_module) -> dict:
+    """The CloudFormation that `sam deploy` would create (the SAM translator, with stand-in artifact URIs)."""
+    import copy
+    import json
+
+    from samtranslator.translator.transform import transform
+
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    document = copy.deepcopy(json.loads(json.dumps(template, default=str)))
+    for resource in document["Resources"].values():
+        props = resource.get("Properties", {})
+        if props.get("PackageType") == "Image":
+            props["ImageUri"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/newsgen:python3.12-v1"
+        for key in ("CodeUri", "ContentUri"):
+            if key in props:
+                props[key] = "s3://artifacts/newsgen.zip"
+
+    class NoManagedPolicies:
+        def load(self):
+            return {}
+
+    return transform(document, {}, NoManagedPolicies())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_sam_transform_output(transformed):
+    out = transformed["Resources"]
+    api = next(r for r in out.values() if r["Type"] == "AWS::ApiGateway::RestApi")["Properties"]["Body"]
+    for path, methods in api["paths"].items():
+        for method, operation in methods.items():
+            assert operation["security"] == [{"api_key": []}], (path, method)
+    mapping = next(r for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")["Properties"]
+    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert any(r["Type"] == "AWS::ApiGateway::UsagePlan" for r in out.values())
+    assert any(r["Type"] == "AWS::Lambda::LayerVersion" for r in out.values())
+    roles = [r["Properties"] for r in out.values() if r["Type"] == "AWS::IAM::Role"]
+    for role in roles:  # SAM's own additions (SQS polling, X-Ray, logs) are scoped managed policies, no "*" S3
+        for policy in role.get("Policies", []):
+            for statement in policy["PolicyDocument"]["Statement"]:
+                for action in as_list(statement["Action"]):
+                    assert not (action.startswith("s3:") and statement.get("Resource") == "*"), statement
+
+
+def test_iam_least_privilege(template):
+    functions = resources(template, "AWS::Serverless::Function")
+    assert set(functions) == {"ApiFunction", "BatchDispatchFunction", "BatchWorkerFunction"}
+    for name, function in functions.items():
+        for statement in statements(function):
+            actions = as_list(statement["Action"])
+            targets = [flat(r) for r in as_list(statement["Resource"])]
+            assert "*" not in actions and not any(a.endswith(":*") for a in actions), (name, actions)
+            assert not any(t.strip() in ("*", "'*'") for t in targets), (name, targets)
+            writes = [a for a in actions if a in ("s3:PutObject", "s3:DeleteObject")]
+            if writes:
+                assert all("/batch/out/*" in t for t in targets), (name, statement)
+            if any("ModelPrefix" in t for t in targets):
+                assert actions == ["s3:GetObject"] or actions == "s3:GetObject", (name, statement)
+            if "s3:ListBucket" in actions:
+                assert statement["Condition"]["StringLike"]["s3:prefix"] == "batch/out/*"
+    api_actions = {a for s in statements(functions["ApiFunction"]) for a in as_list(s["Action"])}
+    assert api_actions == {"s3:GetObject"}  # the API only reads models
+
+
+def test_buckets_encrypted_and_private(template):
+    for name, bucket in resources(template, "AWS::S3::Bucket").items():
+        props = bucket["Properties"]
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], name
+        assert all(props["PublicAccessBlockConfiguration"].values()), name
+    results = template["Resources"]["ResultsBucket"]["Properties"]
+    assert {r["Prefix"] for r in results["LifecycleConfiguration"]["Rules"] if "Prefix" in r} >= {"batch/out/_work/", "batch/in/"}
+
+
+def test_api_timeouts_auth_and_throttling(template):
+    api = template["Resources"]["ApiFunction"]["Properties"]
+    assert api["Timeout"] < 29  # API Gateway's integration limit
+    assert int(api["Environment"]["Variables"]["TIME_MARGIN_MS"]) < api["Timeout"] * 1000
+    gateway = template["Resources"]["NewsApi"]["Properties"]
+    assert gateway["Auth"]["ApiKeyRequired"] is True
+    assert gateway["Auth"]["UsagePlan"]["Throttle"]
+    assert gateway["MethodSettings"][0]["ThrottlingRateLimit"]
+    routes = {(e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in api["Events"].values()}
+    from handlers.api import ROUTES
+
+    assert routes == {(method, path) for path, method in ROUTES.items()}
+
+
+def test_batch_wiring(template):
+    worker = template["Resources"]["BatchWorkerFunction"]["Properties"]
+    event = worker["Events"]["Chunks"]["Properties"]
+    assert event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    queue = template["Resources"]["BatchQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] >= 1
+    alarm = template["Resources"]["BatchDeadLetterAlarm"]["Properties"]
+    assert "BatchDeadLetterQueue" in flat(alarm["Dimensions"])
+    dispatch = template["Resources"]["BatchDispatchFunction"]["Properties"]
+    assert dispatch["Events"]["Upload"]["Properties"]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "batch/in/"}]
+    assert dispatch["Layers"] and dispatch["Runtime"] == "python3.12"
+
+
+def test_every_handler_named_by_the_template_exists(template):
+    names = []
+    for function in resources(template, "AWS::Serverless::Function").values():
+        props = function["Properties"]
+        if props.get("PackageType") == "Image":
+            names.append(props["ImageConfig"]["Command"][0])
+            assert function["Metadata"]["Dockerfile"] == "infra/lambda/Dockerfile"
+        else:
+            names.append("handlers." + props["Handler"])  # CodeUri is handlers/
+    for dotted in names:
+        module, attribute = dotted.rsplit(".", 1)
+        assert callable(getattr(importlib.import_module(module), attribute)), dotted
+
+
+def test_image_requirements_pin_every_serving_dependency():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = {re.split(r"[\[<>=!~ ]", d)[0].lower() for d in project}
+    pinned = {}
+    for line in (ROOT / "infra/lambda/requirements.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[re.split(r"\[", name)[0].lower()] = version
+    assert wanted <= set(pinned), wanted - set(pinned)
+    assert all(pinned.values()), "every image requirement is pinned with =="
+    assert pinned["torch"] == "2.13.0"
+
+
+def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
+    dockerfile = (ROOT / "infra/lambda/Dockerfile").read_text()
+    assert "public.ecr.aws/lambda/python:3.12" in dockerfile
+    assert "download.pytorch.org/whl/cpu" in dockerfile
+    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY handlers")  # dependencies cached first
+    assert "HF_HOME=/tmp" in dockerfile
