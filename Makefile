@@ -10,7 +10,7 @@ PORT ?= 3000
 S3_PORT ?= 5001
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test clean
+.PHONY: help venv run test clean openapi batch fuzz
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -33,3 +33,81 @@ test: $(STAMP)  ## the test suite (pytest)
 
 clean:  ## remove the demo models and caches (keeps the venv)
 	rm -rf .newsgen .pytest_cache
+
+openapi: $(STAMP)  ## regenerate docs/openapi.json from the API routes
+	$(PY) -c "from handlers.api import app; open('docs/openapi.json','w').write(app.get_openapi_json_schema() + '\n')"
+
+# --- the GPU training job (infra/training/: pipeline.sh, Dockerfile, template.yaml) ---------------------------
+TRAIN_LOCAL_DIR ?= .newsgen/train-local
+TRAIN_LOCAL_STEPS ?= 20
+TRAIN_LOCAL_MAX_LENGTH ?= 128
+TRAIN_STACK ?= newsgen-train
+TRAIN_IMAGE ?=
+TRAIN_DATA_URIS ?=
+TRAIN_VPC ?=
+TRAIN_SUBNET ?=
+TRAIN_INSTANCE_TYPE ?= g5.xlarge
+TRAIN_SPOT ?= false
+TRAIN_BASE ?= distilgpt2
+TRAIN_EPOCHS ?= 3
+TRAIN_EXTRA_PARAMS ?=
+TRAIN_DEPLOY = aws cloudformation deploy --template-file infra/training/template.yaml --stack-name $(TRAIN_STACK) \
+  --capabilities CAPABILITY_IAM --no-fail-on-empty-changeset --parameter-overrides \
+  ModelBucket=$(or $(MODEL_BUCKET),<bucket>) ModelPrefix=$(or $(MODEL_PREFIX),models) \
+  DataUris=$(or $(TRAIN_DATA_URIS),<s3://data-bucket/news-1.csv$(,)...>) \
+  TrainingImageUri=$(or $(TRAIN_IMAGE),<account>.dkr.ecr.<region>.amazonaws.com/newsgen-train:<tag>) \
+  VpcId=$(or $(TRAIN_VPC),<vpc-id>) SubnetId=$(or $(TRAIN_SUBNET),<subnet-id>) \
+  InstanceType=$(TRAIN_INSTANCE_TYPE) UseSpot=$(TRAIN_SPOT) Base=$(TRAIN_BASE) Epochs=$(TRAIN_EPOCHS) $(TRAIN_EXTRA_PARAMS)
+, := ,
+
+.PHONY: train-local train-remote
+
+train-local: $(STAMP)  ## the GPU training job on CPU, tiny model: DATA=some.csv (publishes only with MODEL_BUCKET + AWS_ENDPOINT_URL)
+	@if [ -z "$(DATA)" ]; then echo "error: train-local needs DATA=path/to/news.csv (an All-the-News CSV; or make one with $(PY) -m training demo-data --output .newsgen/demo.csv)" >&2; exit 2; fi
+	@if [ -n "$(MODEL_BUCKET)" ] && [ -z "$(AWS_ENDPOINT_URL)" ]; then echo "note: train-local publishes only to a local S3; MODEL_BUCKET is ignored without AWS_ENDPOINT_URL (e.g. http://127.0.0.1:$(S3_PORT) while make run is up)" >&2; fi
+	PYTHON=$(PY) WORKDIR=$(TRAIN_LOCAL_DIR) DATA="$(DATA)" BASE=tiny MAX_STEPS=$(TRAIN_LOCAL_STEPS) \
+	  EVAL_STEPS=10 SAVE_STEPS=10 LOGGING_STEPS=5 BATCH_SIZE=8 MAX_LENGTH=$(TRAIN_LOCAL_MAX_LENGTH) NPROC=1 HF_HUB_OFFLINE=1 \
+	  MODEL_BUCKET="$(if $(AWS_ENDPOINT_URL),$(MODEL_BUCKET))" MODEL_PREFIX="$(or $(MODEL_PREFIX),models)" \
+	  $(if $(AWS_ENDPOINT_URL),AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}) \
+	  bash infra/training/pipeline.sh
+
+train-remote:  ## print the `aws cloudformation deploy` that runs the GPU training job on EC2; CONFIRM=1 runs it
+	@echo "# 1. the image: docker build -f infra/training/Dockerfile -t newsgen-train . ; push it to ECR (see infra/training/Dockerfile)"
+	@echo "# 2. the job (one GPU instance that terminates itself; set MODEL_BUCKET TRAIN_IMAGE TRAIN_DATA_URIS TRAIN_VPC TRAIN_SUBNET,"
+	@echo "#    optionally TRAIN_INSTANCE_TYPE TRAIN_SPOT=true TRAIN_BASE TRAIN_EPOCHS TRAIN_EXTRA_PARAMS='MaxSteps=500 ModelVersion=v7'):"
+	@echo '$(TRAIN_DEPLOY)'
+	@echo "# 3. follow it: aws logs tail /newsgen/training/$(TRAIN_STACK) --follow"
+	@echo "#    afterwards: aws cloudformation delete-stack --stack-name $(TRAIN_STACK)   (before the next job)"
+	@if [ "$(CONFIRM)" != 1 ]; then echo "# (printed only: add CONFIRM=1 to deploy it; that needs AWS credentials)"; exit 0; fi; \
+	  case '$(TRAIN_DEPLOY)' in *'<'*) echo "error: set MODEL_BUCKET, TRAIN_IMAGE, TRAIN_DATA_URIS, TRAIN_VPC and TRAIN_SUBNET first (the <...> above)" >&2; exit 2;; esac; \
+	  command -v aws >/dev/null || { echo "error: the aws CLI is not installed" >&2; exit 2; }; \
+	  $(TRAIN_DEPLOY)
+
+batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of a running `make run` and wait for its output
+	@test -n "$(FILE)" || { echo "usage: make batch FILE=prompts.jsonl (one request per line: {id, task, prompt|headline, n, parameters})"; exit 2; }
+	$(PY) -m infra.local.batch $(FILE)
+
+# --- the real Lambda runtime path, without Docker: RIE + awslambdaric (infra/local/rie.py) -------------------
+# The Lambda Runtime Interface Emulator comes in the aws-sam-cli wheel; the SAM CLI pins boto3, click and
+# cfn-lint, so it lives in its own venv.
+SAM_VENV ?= .venv-sam
+SAM_CLI_VERSION ?= 1.170.0
+SAM_STAMP := $(SAM_VENV)/.installed
+EVENT ?= events/api-headlines.json
+FUNCTION ?= api
+
+.PHONY: sam-venv invoke
+
+$(SAM_STAMP):
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; set PYTHON=python3.x (3.11 or newer)"; exit 2; }
+	[ -x $(SAM_VENV)/bin/python ] || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check 'aws-sam-cli==$(SAM_CLI_VERSION)'
+	touch $(SAM_STAMP)
+
+sam-venv: $(SAM_STAMP)  ## the SAM CLI (and the Lambda Runtime Interface Emulator it ships) in .venv-sam
+
+invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatch|batch-worker under the Lambda RIE + awslambdaric, against a running `make run`
+	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) --endpoint http://127.0.0.1:$(S3_PORT)
+
+fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (≥ 2,000 requests; make test runs fewer)
+	FUZZ_EXAMPLES=400 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py

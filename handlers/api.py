@@ -168,14 +168,12 @@ def unexpected(exc: Exception) -> Response:
 
 
 def as_json_request(event: dict) -> dict:
-    """Bodies are JSON whatever the Content-Type: `curl -d` labels JSON as a web form."""
+    """Bodies are read as JSON whatever the Content-Type says: `curl -d` labels JSON as a web form, and a
+    body that is not JSON gets a 400 from validation either way."""
     headers = {k: v for k, v in (event.get("headers") or {}).items() if k.lower() != "content-type"}
-    content_type = next((v for k, v in (event.get("headers") or {}).items() if k.lower() == "content-type"), "")
-    if not content_type or content_type.startswith("application/x-www-form-urlencoded"):
-        content_type = content_types.APPLICATION_JSON
-    headers["Content-Type"] = content_type
+    headers["Content-Type"] = content_types.APPLICATION_JSON
     multi = {k: v for k, v in (event.get("multiValueHeaders") or {}).items() if k.lower() != "content-type"}
-    multi["Content-Type"] = [content_type]
+    multi["Content-Type"] = [content_types.APPLICATION_JSON]
     return {**event, "headers": headers, "multiValueHeaders": multi}
 
 

@@ -1,4 +1,4 @@
-"""`python -m training <command>`: prepare, train, publish, demo-data.
+"""`python -m training <command>`: prepare, train, distill, sample, publish, demo-data.
 
 Errors in the user's input end with one line naming the problem (exit 2), not a traceback.
 """
@@ -32,19 +32,31 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, required=True, help="a directory written by `prepare`")
     t.add_argument("--base", default=TINY, help="tiny (from scratch), distilgpt2, gpt2 or a local checkpoint")
     t.add_argument("--output", type=Path, required=True)
-    t.add_argument("--epochs", type=float, default=3.0)
-    t.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
-    t.add_argument("--batch-size", type=int, default=8, help="per device")
-    t.add_argument("--gradient-accumulation-steps", type=int, default=1)
-    t.add_argument("--learning-rate", type=float, default=None)
-    t.add_argument("--warmup-steps", type=int, default=10)
-    t.add_argument("--weight-decay", type=float, default=0.01)
-    t.add_argument("--logging-steps", type=int, default=10)
-    t.add_argument("--eval-steps", type=int, default=50)
-    t.add_argument("--save-steps", type=int, default=100)
-    t.add_argument("--max-length", type=int, default=None, help="tokens per example")
-    t.add_argument("--seed", type=int, default=42)
-    t.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+    add_trainer_arguments(t)
+
+    k = commands.add_parser("distill", help="distil a trained model into a student with fewer layers")
+    k.add_argument("--teacher", type=Path, required=True, help="the --output of `train`")
+    k.add_argument("--data", type=Path, required=True, help="a directory written by `prepare`")
+    k.add_argument("--output", type=Path, required=True)
+    k.add_argument("--task", choices=("headline", "article"), default=None, help="default: the teacher's")
+    k.add_argument("--student-layers", type=int, default=None, help="default: half the teacher's, at least 1")
+    k.add_argument("--student-init", default="teacher",
+                   help="teacher (its embeddings and evenly spaced blocks), or a local checkpoint / hub name")
+    k.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term (soft targets)")
+    k.add_argument("--beta", type=float, default=0.5, help="weight of the cross-entropy term (labels)")
+    k.add_argument("--temperature", type=float, default=2.0)
+    k.add_argument("--cosine-weight", type=float, default=0.0, help="weight of the hidden-state cosine term")
+    add_trainer_arguments(k, learning_rate_help="default: the teacher's")
+
+    s = commands.add_parser("sample", help="generate from a local checkpoint with the serving code")
+    s.add_argument("--model", type=Path, required=True, help="the --output of `train` or `distill`")
+    s.add_argument("--prompt", default="", help="how a headline starts (an article model: the headline)")
+    s.add_argument("--headline", default=None, help="write an article opening for this headline")
+    s.add_argument("--n", type=int, default=3)
+    s.add_argument("--seed", type=int, default=None)
+    s.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's generation_config")
+    s.add_argument("--compare-decoding", action="store_true",
+                   help="one text each under greedy, beam search, top-k, top-p and two temperatures")
 
     u = commands.add_parser("publish", help="upload a trained model to S3 as a new version")
     u.add_argument("--model", type=Path, required=True, help="the --output of `train`")
@@ -60,6 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rows", type=int, default=600)
     d.add_argument("--seed", type=int, default=7)
     return parser
+
+
+def add_trainer_arguments(p: argparse.ArgumentParser, learning_rate_help: str | None = None) -> None:
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=-1, help="overrides --epochs when > 0")
+    p.add_argument("--batch-size", type=int, default=8, help="per device")
+    p.add_argument("--gradient-accumulation-steps", type=int, default=1)
+    p.add_argument("--learning-rate", type=float, default=None, help=learning_rate_help)
+    p.add_argument("--warmup-steps", type=int, default=10)
+    p.add_argument("--weight-decay", type=float, default=0.01)
+    p.add_argument("--logging-steps", type=int, default=10)
+    p.add_argument("--eval-steps", type=int, default=50)
+    p.add_argument("--save-steps", type=int, default=100)
+    p.add_argument("--max-length", type=int, default=None, help="tokens per example")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --output")
+
+
+def trainer_options(args: argparse.Namespace) -> dict:
+    names = ("task", "data", "output", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps",
+             "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "eval_steps", "save_steps",
+             "max_length", "seed", "resume")
+    return {name: getattr(args, name) for name in names}
+
+
+RUN_SUMMARY = ("task", "global_step", "train_loss", "eval_loss", "val_perplexity", "runtime_s")
 
 
 def run(args: argparse.Namespace) -> object:
@@ -80,16 +118,25 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "train":
         from training.train import TrainOptions, train
 
-        options = TrainOptions(
-            task=args.task, data=args.data, output=args.output, base=args.base, epochs=args.epochs,
-            max_steps=args.max_steps, batch_size=args.batch_size,
-            gradient_accumulation_steps=args.gradient_accumulation_steps, learning_rate=args.learning_rate,
-            warmup_steps=args.warmup_steps, weight_decay=args.weight_decay, logging_steps=args.logging_steps,
-            eval_steps=args.eval_steps, save_steps=args.save_steps, max_length=args.max_length,
-            seed=args.seed, resume=args.resume,
-        )
-        report = train(options)
-        return {k: report[k] for k in ("task", "global_step", "train_loss", "eval_loss", "val_perplexity", "runtime_s")}
+        report = train(TrainOptions(base=args.base, **trainer_options(args)))
+        return {k: report[k] for k in RUN_SUMMARY}
+    if args.command == "distill":
+        from training.distill import DistillOptions, distill
+
+        report = distill(DistillOptions(
+            teacher=args.teacher, student_layers=args.student_layers, student_init=args.student_init,
+            alpha=args.alpha, beta=args.beta, temperature=args.temperature, cosine_weight=args.cosine_weight,
+            **trainer_options(args),
+        ))
+        return {k: report[k] for k in RUN_SUMMARY} | {"student_layers": report["distillation"]["student_layers"]}
+    if args.command == "sample":
+        from training.sample import compare_decoding, sample
+
+        if args.compare_decoding:
+            return compare_decoding(args.model, prompt=args.prompt, headline=args.headline, seed=args.seed,
+                                    max_new_tokens=args.max_new_tokens)
+        return sample(args.model, prompt=args.prompt, headline=args.headline, n=args.n, seed=args.seed,
+                      max_new_tokens=args.max_new_tokens)
     if args.command == "publish":
         from training.publish import publish_model
 
@@ -124,4 +171,5 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    print(json.dumps(summary, indent=2, default=str))
+    # `sample` answers with text to read; the other commands with a JSON summary.
+    print(summary if isinstance(summary, str) else json.dumps(summary, indent=2, default=str))

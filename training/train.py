@@ -3,6 +3,9 @@
 The same command runs on a laptop CPU (tiny model, fp32) and on a GPU instance (bf16, or fp16 where bf16 is
 missing); `accelerate launch -m training train ...` or `torchrun --nproc-per-node N -m training train ...`
 runs it data-parallel without code changes.
+
+`distill` shares the run's plumbing: options checks, datasets, TrainingArguments, and `fit` (train, evaluate,
+save, report, plot).
 """
 
 from __future__ import annotations
@@ -61,10 +64,31 @@ def checkpoints_in(directory: Path) -> list[Path]:
     return sorted(directory.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1]))
 
 
-def train(options: TrainOptions) -> dict:
-    import torch
-    from transformers import DataCollatorForSeq2Seq, Trainer, TrainingArguments
+def default_learning_rate(base: str) -> float:
+    return 1e-3 if base == TINY else 5e-5
 
+
+def train(options: TrainOptions) -> dict:
+    from transformers import Trainer
+
+    check_options(options)
+    tokenizer = base_tokenizer(options.base)
+    train_set, eval_set = load_datasets(options, tokenizer)
+    model = build_model(options.base, tokenizer, seed=options.seed)
+    model.generation_config = tuned_generation_config(options.task, tokenizer)
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(options, options.learning_rate or default_learning_rate(options.base)),
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=data_collator(tokenizer),
+        processing_class=tokenizer,
+    )
+    return fit(trainer, options, base_model=options.base)
+
+
+def check_options(options: TrainOptions) -> None:
+    """Refuse a run that would fail late, or overwrite another run's checkpoints."""
     if options.task not in MAX_LENGTH:
         raise TrainError(f"--task must be headline or article, not {options.task!r}")
     if options.save_steps % options.eval_steps:
@@ -79,7 +103,8 @@ def train(options: TrainOptions) -> dict:
     if existing and not options.resume:
         raise TrainError(f"{checkpoint_dir} already has checkpoints; pass --resume to continue, or another --output")
 
-    tokenizer = base_tokenizer(options.base)
+
+def load_datasets(options: TrainOptions, tokenizer) -> tuple[list[dict], list[dict]]:
     max_length = options.max_length or MAX_LENGTH[options.task]
     train_set = build_dataset(options.data, "train", options.task, tokenizer, max_length)
     eval_set = build_dataset(options.data, "validation", options.task, tokenizer, max_length)
@@ -88,17 +113,21 @@ def train(options: TrainOptions) -> dict:
             f"{options.data}: {len(train_set)} training and {len(eval_set)} validation examples for the "
             f"{options.task} task; both must be non-empty (check prepare's report.json)"
         )
-    model = build_model(options.base, tokenizer, seed=options.seed)
-    model.generation_config = tuned_generation_config(options.task, tokenizer)
+    return train_set, eval_set
 
-    args = TrainingArguments(
-        output_dir=str(checkpoint_dir),
+
+def training_arguments(options: TrainOptions, learning_rate: float):
+    import torch
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
+        output_dir=str(Path(options.output) / CHECKPOINTS),
         num_train_epochs=options.epochs,
         max_steps=options.max_steps,
         per_device_train_batch_size=options.batch_size,
         per_device_eval_batch_size=options.batch_size,
         gradient_accumulation_steps=options.gradient_accumulation_steps,
-        learning_rate=options.learning_rate or (1e-3 if options.base == TINY else 5e-5),
+        learning_rate=learning_rate,
         warmup_steps=options.warmup_steps,
         weight_decay=options.weight_decay,
         lr_scheduler_type="cosine",
@@ -119,32 +148,35 @@ def train(options: TrainOptions) -> dict:
         dataloader_pin_memory=torch.cuda.is_available(),
         **precision(),
     )
+
+
+def data_collator(tokenizer):
+    from transformers import DataCollatorForSeq2Seq
+
     # Pads input_ids with <|pad|> and labels with -100 (right padding is right for training).
-    collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
-    trainer = Trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator,
-        processing_class=tokenizer,
-    )
+    return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
+
+
+def fit(trainer, options: TrainOptions, *, base_model: str, extra: dict | None = None) -> dict:
+    """Train (or resume), evaluate the best model, and write the output directory: the save_pretrained
+    files, training_report.json and loss.png."""
     started = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=True if options.resume else None)
     runtime = time.perf_counter() - started
     metrics = trainer.evaluate()  # the best model's, since it was loaded at the end
+    args = trainer.args
     report = {
         "task": options.task,
-        "base_model": options.base,
+        "base_model": base_model,
         "global_step": trainer.state.global_step,
         "epochs": trainer.state.epoch,
         "train_loss": result.training_loss,
         "eval_loss": metrics["eval_loss"],
         "val_perplexity": math.exp(metrics["eval_loss"]),
         "best_checkpoint": trainer.state.best_model_checkpoint,
-        "train_examples": len(train_set),
-        "validation_examples": len(eval_set),
-        "parameters": sum(p.numel() for p in model.parameters()),
+        "train_examples": len(trainer.train_dataset),
+        "validation_examples": len(trainer.eval_dataset),
+        "parameters": sum(p.numel() for p in trainer.model.parameters()),
         "precision": next(iter(precision()), "fp32"),
         "device": str(args.device),
         "world_size": args.world_size,
@@ -152,6 +184,7 @@ def train(options: TrainOptions) -> dict:
         "resumed": options.resume,
         "data_fingerprint": fingerprint(options.data),
         "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+        **(extra or {}),
         "log_history": trainer.state.log_history,
     }
     if trainer.is_world_process_zero():
@@ -160,7 +193,7 @@ def train(options: TrainOptions) -> dict:
         # nothing pickled may travel with an artifact.
         Path(options.output, "training_args.bin").unlink(missing_ok=True)
         Path(options.output, "training_report.json").write_text(json.dumps(report, indent=2))
-        plot_losses(trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({options.base})")
+        plot_losses(trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({base_model})")
     return report
 
 

@@ -120,7 +120,12 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
             data = base64.b64decode(payload) if response.get("isBase64Encoded") else payload.encode()
             self._send(int(response.get("statusCode", 502)), data, out_headers)
 
-        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+        def __getattr__(self, name: str):
+            # Every method (TRACE, PROPFIND, …) reaches the handler, which answers 404/405 JSON like API
+            # Gateway, instead of http.server's HTML 501.
+            if name.startswith("do_"):
+                return self._dispatch
+            raise AttributeError(name)
 
     return Handler
 

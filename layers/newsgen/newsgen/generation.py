@@ -89,16 +89,22 @@ def generate(
     with _generate_lock, torch.inference_mode():
         if seed is not None:
             torch.manual_seed(seed)
-        output = model.generate(
-            **encoded,
-            **decoding,
-            **extra,
-            num_return_sequences=n,
-            pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            return_dict_in_generate=True,
-            output_scores=params.details,
-        )
+        try:
+            output = model.generate(
+                **encoded,
+                **decoding,
+                **extra,
+                num_return_sequences=n,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                return_dict_in_generate=True,
+                output_scores=params.details,
+            )
+        except RuntimeError as exc:
+            if "probability tensor" not in str(exc):
+                raise
+            # Extreme but valid-looking settings (a huge penalty with a tiny top_p …) can leave no token.
+            raise InvalidRequest(f"these decoding parameters leave no token to sample: {decoding}") from None
     new_tokens = output.sequences[:, encoded["input_ids"].shape[1] :]
     logprobs = None
     if params.details:

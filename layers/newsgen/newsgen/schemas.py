@@ -24,10 +24,11 @@ class GenerationParameters(Strict):
 
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     do_sample: bool | None = None
-    temperature: float | None = Field(None, gt=0, le=100)
+    # Strictly positive, but not so small that logits / temperature overflow to inf.
+    temperature: float | None = Field(None, ge=0.01, le=100)
     top_k: int | None = Field(None, ge=0, le=50260)
     top_p: float | None = Field(None, gt=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0, le=100)
+    repetition_penalty: float | None = Field(None, ge=0.01, le=100)
     no_repeat_ngram_size: int | None = Field(None, ge=0, le=32)
     num_beams: int | None = Field(None, ge=1, le=8)
     seed: int | None = Field(None, ge=0, le=2**32 - 1)

@@ -1,0 +1,330 @@
+"""The handlers under the AWS Lambda Runtime Interface Emulator (RIE) + awslambdaric, without Docker.
+
+This is the path Lambda itself takes: the RIE (the `aws-lambda-rie` binary shipped in the aws-sam-cli wheel,
+installed in .venv-sam by `make .venv-sam/.installed`) serves the Lambda invoke API and the Runtime API,
+starts `python -m awslambdaric <handler>` as the runtime on the first invoke (the init phase, with
+PRELOAD_MODELS=true as in template.yaml), and passes every event through the Runtime API to the handler,
+with a real Lambda context (request id, deadline from AWS_LAMBDA_FUNCTION_TIMEOUT, memory size).
+
+    with emulated_function("handlers.api.lambda_handler", env) as invoke:
+        response = invoke(event)            # what Lambda would return to API Gateway
+
+`make invoke EVENT=events/api-headlines.json FUNCTION=api|batch-dispatch|batch-worker` runs the CLI below
+against the local S3 of a running `make run` (127.0.0.1:5001: models in s3://newsgen-models/models/, batch
+files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). Batch events are passed verbatim, so the
+objects they name must exist there (the bundled events/s3-batch-in.json and sqs-batch-chunk.json name the
+deployed stack's bucket; edit the bucket and key). Note that `make run`'s own S3/SQS pollers also act on
+new batch/in/ objects and on the chunk queue.
+
+Everything listens on 127.0.0.1 only; the emulator and the runtime are stopped by PID on exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import IO, Iterator
+
+ROOT = Path(__file__).resolve().parents[2]
+SAM_VENV = ROOT / ".venv-sam"
+SAM_TARGET = ".venv-sam/.installed"
+INVOKE_PATH = "/2015-03-31/functions/function/invocations"
+HOST = "127.0.0.1"
+
+
+# name → (handler, memory MB, timeout s, environment), as template.yaml declares the functions.
+FUNCTIONS: dict[str, tuple[str, int, int, dict[str, str]]] = {
+    "api": ("handlers.api.lambda_handler", 3008, 28,
+            {"POWERTOOLS_SERVICE_NAME": "newsgen-api", "PRELOAD_MODELS": "true", "TIME_MARGIN_MS": "1500"}),
+    "batch-dispatch": ("handlers.batch.dispatch_handler", 512, 120,
+                       {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50"}),
+    "batch-worker": ("handlers.batch.worker_handler", 3538, 900,
+                     {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-worker", "PRELOAD_MODELS": "true"}),
+}
+
+
+class RieError(RuntimeError):
+    """The emulator is missing, did not start, or did not answer."""
+
+
+def find_rie(sam_venv: Path = SAM_VENV) -> Path:
+    """The aws-lambda-rie binary of the aws-sam-cli wheel in .venv-sam (or $AWS_LAMBDA_RIE)."""
+    if os.environ.get("AWS_LAMBDA_RIE"):
+        path = Path(os.environ["AWS_LAMBDA_RIE"])
+        if not path.is_file():
+            raise RieError(f"AWS_LAMBDA_RIE={path}: no such file")
+        return path
+    arch = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+    if arch is None:
+        raise RieError(f"no Lambda Runtime Interface Emulator for {platform.machine()}")
+    found = sorted(sam_venv.glob(f"lib/python3.*/site-packages/samcli/local/rapid/aws-lambda-rie-{arch}"))
+    if not found:
+        raise RieError(
+            f"the Lambda Runtime Interface Emulator is not installed ({sam_venv}/lib/python3.*/site-packages/"
+            f"samcli/local/rapid/aws-lambda-rie-{arch} is missing): run `make {SAM_TARGET}` (the SAM CLI in its own venv)"
+        )
+    return found[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes, recursively (Linux /proc); the RIE starts the runtime in its own process group."""
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = [int(c) for c in (task / "children").read_text().split()]
+            except (OSError, ValueError):
+                continue
+            found += children
+            todo += children
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """SIGTERM the RIE (it SIGKILLs its runtime), then SIGKILL whatever of them is left, each by its PID."""
+    pids = [process.pid, *_descendants(process.pid)]
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    for pid in pids[1:]:
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+class Invoker:
+    """`invoke(event) -> dict`: one synchronous invocation through the emulator's Lambda invoke API.
+
+    A function that fails (the handler raises, the init fails, the runtime dies or times out) answers
+    {"errorMessage", "errorType", ...}, as Lambda's Invoke API does."""
+
+    def __init__(self, url: str, process: subprocess.Popen, log_path: Path | None, timeout_s: float):
+        self.url, self.process, self.log_path, self.timeout_s = url, process, log_path, timeout_s
+        self.durations: list[float] = []  # seconds per invocation, the first one cold
+
+    def pids(self) -> list[int]:
+        """The emulator's PID and its runtime's (once the first invoke started it)."""
+        return [self.process.pid, *_descendants(self.process.pid)]
+
+    def __call__(self, event: dict, timeout_s: float | None = None) -> dict:
+        request = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        started = time.perf_counter()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as response:
+                raw = response.read()
+        except urllib.error.HTTPError as exc:  # 502 when the runtime failed (init error, crash, timeout)
+            raw = exc.read()
+            with contextlib.suppress(ValueError):
+                answer = json.loads(raw)
+                if isinstance(answer, dict) and "errorType" in answer:
+                    return answer  # the function error, as Lambda's Invoke API returns it
+            raise RieError(f"the emulator answered HTTP {exc.code}: {raw[:2000]!r}{self._tail()}") from exc
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise RieError(f"no answer from the emulator at {self.url}: {exc}{self._tail()}") from exc
+        finally:
+            self.durations.append(time.perf_counter() - started)
+        try:
+            return json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise RieError(f"the function answered no JSON: {raw[:2000]!r}{self._tail()}") from exc
+
+    def logs(self) -> str:
+        """What the emulator and the function wrote so far (when logging to a file)."""
+        if self.log_path is None or not self.log_path.is_file():
+            return ""
+        return self.log_path.read_text(errors="replace")
+
+    def _tail(self, chars: int = 6000) -> str:
+        text = self.logs()
+        return f"\n--- emulator/function log (last {chars} chars) ---\n{text[-chars:]}" if text else ""
+
+
+@contextlib.contextmanager
+def emulated_function(
+    handler: str,
+    env: dict[str, str],
+    port: int | None = None,
+    *,
+    python: str | None = None,
+    function_name: str = "newsgen-local",
+    memory_mb: int = 3008,
+    timeout_s: int = 300,
+    log: IO | Path | None = None,
+    startup_timeout_s: float = 30.0,
+) -> Iterator[Invoker]:
+    """Run `handler` ("module.function") under the RIE + awslambdaric; yields `invoke(event) -> dict`.
+
+    The function sees only `env` plus what Lambda sets (no host AWS_* or other settings leak in), with the
+    repository as its task root (cwd and PYTHONPATH). `log`: a file object or path for the emulator's and the
+    function's output (START/END/REPORT lines, the handler's logs); default a temporary file, read with
+    `invoke.logs()`. The emulator (and the runtime it starts) are stopped on exit, on errors too.
+    """
+    rie = find_rie()
+    python = python or sys.executable
+    if python == sys.executable and importlib.util.find_spec("awslambdaric") is None:
+        raise RieError(f"awslambdaric is not installed in {sys.executable}: pip install awslambdaric (the dev extra)")
+    port = port or free_port()
+    api_port = free_port()
+    while api_port == port:
+        api_port = free_port()
+    pythonpath = os.pathsep.join([str(ROOT), str(ROOT / "layers" / "newsgen")])
+    child_env = {
+        # What the host must lend for the process to start at all; nothing else of the host's environment.
+        **{k: os.environ[k] for k in ("PATH", "HOME", "LANG", "TMPDIR") if k in os.environ},
+        "TZ": ":UTC",
+        "LAMBDA_TASK_ROOT": str(ROOT),
+        "PYTHONPATH": pythonpath,
+        "PYTHONUNBUFFERED": "1",
+        "AWS_LAMBDA_FUNCTION_NAME": function_name,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+        "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
+        **{k: str(v) for k, v in env.items()},
+    }
+    if "AWS_DEFAULT_REGION" in child_env:
+        child_env.setdefault("AWS_REGION", child_env["AWS_DEFAULT_REGION"])
+    command = [
+        str(rie),
+        "--runtime-interface-emulator-address", f"{HOST}:{port}",
+        "--runtime-api-address", f"{HOST}:{api_port}",
+        python, "-m", "awslambdaric", handler,
+    ]
+    with contextlib.ExitStack() as stack:
+        log_path = None
+        if log is None:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="newsgen-rie-"))
+            log_path = Path(tmp) / "function.log"
+            log = log_path
+        if isinstance(log, Path):
+            log_path = log
+            log = stack.enter_context(open(log, "ab"))
+        process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdin=subprocess.DEVNULL, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        stack.callback(_stop, process)
+        invoker = Invoker(f"http://{HOST}:{port}{INVOKE_PATH}", process, log_path, timeout_s=timeout_s + 60)
+        deadline = time.monotonic() + startup_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RieError(f"the emulator exited with {process.returncode} before listening{invoker._tail()}")
+            with socket.socket() as sock:
+                sock.settimeout(0.5)
+                if sock.connect_ex((HOST, port)) == 0:
+                    break
+            if time.monotonic() > deadline:
+                raise RieError(f"the emulator did not listen on {HOST}:{port} within {startup_timeout_s:.0f}s{invoker._tail()}")
+            time.sleep(0.05)
+        yield invoker
+
+
+def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: str, cache_dir: Path,
+              queue_url: str | None = None) -> dict[str, str]:
+    """The environment of a function that talks to a local S3/SQS (moto) at `endpoint`."""
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "MODEL_BUCKET": model_bucket,
+        "MODEL_PREFIX": model_prefix,
+        "MODEL_CACHE_DIR": str(cache_dir),
+        "POWERTOOLS_METRICS_NAMESPACE": "newsgen-local",
+        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        **FUNCTIONS[function][3],
+    }
+    if queue_url:
+        env["BATCH_QUEUE_URL"] = queue_url
+    return env
+
+
+def main(argv: list[str] | None = None) -> None:
+    from infra.local.run import BATCH_BUCKET, BATCH_QUEUE, BUCKET, PREFIX
+
+    parser = argparse.ArgumentParser(prog="make invoke", description=__doc__.splitlines()[0])
+    parser.add_argument("--event", type=Path, required=True, help="a JSON event file (see events/)")
+    parser.add_argument("--function", choices=sorted(FUNCTIONS), required=True)
+    parser.add_argument("--endpoint", default="http://127.0.0.1:5001", help="the local S3/SQS of `make run`")
+    parser.add_argument("--model-bucket", default=BUCKET)
+    parser.add_argument("--model-prefix", default=PREFIX)
+    parser.add_argument("--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: the URL of {BATCH_QUEUE} at --endpoint)")
+    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".newsgen" / "rie" / "cache")
+    parser.add_argument("--port", type=int, default=None, help="the emulator's port on 127.0.0.1 (default: a free one)")
+    parser.add_argument("--timeout", type=int, default=None, help="AWS_LAMBDA_FUNCTION_TIMEOUT (default: template.yaml's)")
+    parser.add_argument("--quiet", action="store_true", help="do not show the emulator's and function's log on stderr")
+    args = parser.parse_args(argv)
+    try:
+        event = json.loads(args.event.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        parser.error(f"EVENT={args.event}: {exc}")
+    handler, memory_mb, timeout_s, _ = FUNCTIONS[args.function]
+
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client_args = dict(endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="local",
+                       aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}, connect_timeout=3))
+    try:
+        if args.function == "api":
+            boto3.client("s3", **client_args).head_bucket(Bucket=args.model_bucket)
+        queue_url = args.queue_url
+        if args.function == "batch-dispatch" and not queue_url:
+            queue_url = boto3.client("sqs", **client_args).get_queue_url(QueueName=BATCH_QUEUE)["QueueUrl"]
+    except (BotoCoreError, ClientError) as exc:
+        sys.exit(f"error: the local S3/SQS at {args.endpoint} is not ready ({exc}); start `make run` first "
+                 f"(it serves s3://{args.model_bucket}, s3://{BATCH_BUCKET} and the {BATCH_QUEUE} queue)")
+    env = local_env(args.endpoint, args.function, model_bucket=args.model_bucket, model_prefix=args.model_prefix,
+                    cache_dir=args.cache_dir.resolve(), queue_url=queue_url)
+    log = subprocess.DEVNULL if args.quiet else sys.stderr
+    try:
+        with emulated_function(handler, env, args.port, function_name=f"newsgen-{args.function}", memory_mb=memory_mb,
+                               timeout_s=args.timeout or timeout_s, log=log) as invoke:
+            response = invoke(event)
+    except RieError as exc:
+        sys.exit(f"error: {exc}")
+    sys.stderr.flush()
+    print(json.dumps(response, indent=2, ensure_ascii=False))
+    print(f"# {args.function}: {handler} answered in {invoke.durations[-1]:.2f}s (cold: includes the init phase)",
+          file=sys.stderr)
+    if isinstance(response, dict) and "errorType" in response and "errorMessage" in response:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

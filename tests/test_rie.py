@@ -1,0 +1,166 @@
+"""The handlers under the AWS Lambda Runtime Interface Emulator + awslambdaric (infra/local/rie.py): the real
+Lambda runtime path, without Docker. Each function is its own process, started by the emulator as Lambda
+starts it, and invoked through the emulator's Lambda invoke API on 127.0.0.1; models and batch files are in
+the moto server of the other tests.
+
+The emulator comes in the aws-sam-cli wheel, in .venv-sam: built here with `make .venv-sam/.installed` when
+missing (about 30 s); the test is skipped only when pip cannot reach the package index."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from infra.local import rie
+from infra.local.triggers import create_queues, s3_event, sqs_event
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+EVENTS = ROOT / "events"
+# What pip prints when the package index cannot be reached (no network, proxy refused, DNS).
+OFFLINE = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
+           "ProxyError", "Network is unreachable", "Could not fetch URL", "(from versions: none)")
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Path:
+    """The RIE binary; builds .venv-sam with the Makefile target if needed."""
+    import importlib.util
+
+    if importlib.util.find_spec("awslambdaric") is None:
+        pytest.fail(f"awslambdaric is not installed in {sys.executable}: it belongs in the dev extra (pip install -e '.[dev]')")
+    try:
+        return rie.find_rie()
+    except rie.RieError:
+        pass
+    python = getattr(sys, "_base_executable", None) or sys.executable
+    done = subprocess.run(["make", rie.SAM_TARGET, f"PYTHON={python}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    output = done.stdout + done.stderr
+    if done.returncode != 0:
+        if any(sign in output for sign in OFFLINE):
+            pytest.skip(f"cannot build .venv-sam (aws-sam-cli ships the Lambda RIE): pip cannot reach the package index:\n{output[-1500:]}")
+        pytest.fail(f"`make {rie.SAM_TARGET}` failed ({done.returncode}):\n{output[-4000:]}")
+    return rie.find_rie()
+
+
+@pytest.fixture
+def function_env(emulator, published, s3_endpoint, tmp_path):
+    def make(function: str, **extra: str) -> dict[str, str]:
+        env = rie.local_env(s3_endpoint, function, model_bucket=published["bucket"], model_prefix=published["prefix"],
+                            cache_dir=tmp_path / f"cache-{function}")
+        return {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
+
+    return make
+
+
+def emulate(function: str, env: dict[str, str]):
+    handler, memory_mb, timeout_s, _ = rie.FUNCTIONS[function]
+    return rie.emulated_function(handler, env, function_name=f"newsgen-{function}-test", memory_mb=memory_mb,
+                                 timeout_s=min(timeout_s, 120))
+
+
+def report(label: str, seconds: float) -> None:
+    print(f"\n[rie] {label}: {seconds:.2f}s", file=sys.stderr)
+
+
+def body_of(response: dict) -> dict:
+    assert set(response) >= {"statusCode", "body"}, response
+    return json.loads(response["body"])
+
+
+def test_api_under_the_runtime_emulator(function_env):
+    event = json.loads((EVENTS / "api-headlines.json").read_text())
+    request = json.loads(event["body"])
+    request["parameters"].update(max_new_tokens=6)
+    event["body"] = json.dumps(request)
+    with emulate("api", function_env("api")) as invoke:
+        cold = invoke(event)
+        cold_s = invoke.durations[-1]
+        warm = invoke(event)
+        warm_s = invoke.durations[-1]
+        bad = invoke({**event, "body": '{"prompt": "City council", "n": '})
+        logs = invoke.logs()
+
+    assert cold["statusCode"] == 200, f"{cold}\n{logs[-4000:]}"
+    answer = body_of(cold)
+    assert answer["synthetic"] is True and len(answer["results"]) == request["n"]
+    assert all(r["text"].startswith("City council") for r in answer["results"])
+    assert answer["model"]["task"] == "headline"
+    assert warm["statusCode"] == 200 and body_of(warm)["results"] == answer["results"]  # same seed, same text
+    assert bad["statusCode"] == 400
+    headers = {**{k: ", ".join(v) for k, v in (bad.get("multiValueHeaders") or {}).items()}, **(bad.get("headers") or {})}
+    assert headers["Content-Type"] == "application/json"
+    assert body_of(bad)["error_type"] == "validation_error"
+    # The emulator ran it as Lambda does: an init phase, then invocations with a request id and a report.
+    assert "INIT REPORT" in logs and logs.count("REPORT RequestId") == 3
+    report("api cold invoke (init: imports + model download/load, then generation)", cold_s)
+    report("api warm invoke", warm_s)
+    assert warm_s < cold_s
+
+
+def test_batch_under_the_runtime_emulator(function_env, published, s3):
+    import boto3
+
+    sqs = boto3.client("sqs")
+    bucket = published["bucket"]
+    queue_url, _ = create_queues(sqs, f"rie-{bucket}", max_receive_count=2, visibility_timeout=60)
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    cheap = {"max_new_tokens": 3, "do_sample": False}
+    lines = [{"id": f"h{i}", "task": "headline", "prompt": "Mayor", "parameters": cheap} for i in range(4)]
+    lines.append({"id": "a0", "task": "article", "headline": "Town votes on the harbor ferry", "parameters": cheap})
+    key = "batch/in/rie-job.jsonl"
+    put = s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps(line) + "\n" for line in lines).encode())
+
+    dispatch_env = function_env("batch-dispatch", BATCH_QUEUE_URL=queue_url, BATCH_CHUNK_LINES="2")
+    with emulate("batch-dispatch", dispatch_env) as invoke:
+        dispatched = invoke(s3_event(bucket, key, len(lines), put["ETag"]))
+        dispatch_s = invoke.durations[-1]
+    assert dispatched == {"jobs": [{"job": "rie-job", "lines": 5, "chunks": 3}]}, dispatched
+
+    messages = []
+    for _ in range(10):
+        messages += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        if len(messages) >= 3:
+            break
+    assert len(messages) == 3
+    with emulate("batch-worker", function_env("batch-worker")) as invoke:
+        first = invoke(sqs_event(messages[:1], queue_arn))
+        cold_s = invoke.durations[-1]
+        rest = invoke(sqs_event(messages[1:], queue_arn))
+        warm_s = invoke.durations[-1]
+        logs = invoke.logs()
+    assert first == {"batchItemFailures": []} and rest == {"batchItemFailures": []}, f"{first} {rest}\n{logs[-4000:]}"
+    sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+
+    out = s3.get_object(Bucket=bucket, Key="batch/out/rie-job.jsonl")["Body"].read().decode().splitlines()
+    assert len(out) == len(lines)
+    entries = [json.loads(line) for line in out]
+    assert [e["id"] for e in entries] == [line["id"] for line in lines]
+    assert all(e["result"]["synthetic"] and e["result"]["results"][0]["text"] for e in entries)
+    summary = json.loads(s3.get_object(Bucket=bucket, Key="batch/out/rie-job.summary.json")["Body"].read())
+    assert summary["lines"] == 5 and summary["results"] == 5 and summary["errors"] == 0
+    report("batch dispatcher cold invoke", dispatch_s)
+    report("batch worker cold invoke (1 chunk, init included)", cold_s)
+    report("batch worker warm invoke (2 chunks)", warm_s)
+
+
+def test_missing_emulator_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_LAMBDA_RIE", raising=False)
+    with pytest.raises(rie.RieError, match=r"make \.venv-sam/\.installed"):
+        rie.find_rie(tmp_path / "no-venv")
+
+
+def test_a_failing_function_is_reported_and_every_process_stopped(emulator):
+    started = time.monotonic()
+    with rie.emulated_function("handlers.no_such_module.handler", {"AWS_DEFAULT_REGION": "us-east-1"}, timeout_s=20) as invoke:
+        answer = invoke({})
+        pids = invoke.pids()
+    assert answer["errorType"] == "Runtime.ImportModuleError", answer
+    assert not [pid for pid in pids if rie._alive(pid)]
+    assert time.monotonic() - started < 30
