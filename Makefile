@@ -10,7 +10,7 @@ PORT ?= 3000
 S3_PORT ?= 5001
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test clean openapi batch fuzz
+.PHONY: help venv run test clean openapi batch fuzz sam-local bench load
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -111,3 +111,13 @@ invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatc
 
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (≥ 2,000 requests; make test runs fewer)
 	FUZZ_EXAMPLES=400 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
+
+sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.sh)
+	bash infra/local/sam_local.sh
+
+bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTranslate2 int8) → bench/results.json
+	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
+	$(PY) -m bench.run
+
+load: $(STAMP)  ## bounded load test on loopback against the local server (after one `make run`) → bench/load.json
+	$(PY) -m bench.load

@@ -197,5 +197,5 @@ def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
     dockerfile = (ROOT / "infra/lambda/Dockerfile").read_text()
     assert "public.ecr.aws/lambda/python:3.12" in dockerfile
     assert "download.pytorch.org/whl/cpu" in dockerfile
-    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY handlers")  # dependencies cached first
+    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY --from=deps") < dockerfile.index("COPY handlers")
     assert "HF_HOME=/tmp" in dockerfile

@@ -52,6 +52,7 @@ class NewsService:
                 cache_dir=self.settings.model_cache_dir,
                 latest_ttl_seconds=self.settings.latest_ttl_seconds,
                 on_loaded=self.on_model_loaded,
+                quantize=self.settings.quantize,
             )
         return self._store
 

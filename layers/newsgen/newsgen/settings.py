@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -18,6 +19,7 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path("/tmp/newsgen/models")
     latest_ttl_seconds: float = Field(300.0, ge=0, description="How often a warm container re-reads LATEST.")
     preload_models: bool = Field(False, description="Load the models during the Lambda init phase.")
+    quantize: Literal["none", "int8"] = Field("int8", description="int8: every matmul in int8 (CPU serving).")
     torch_threads: int | None = Field(None, ge=1, le=64, description="Default: the CPUs this process may use.")
     max_body_bytes: int = Field(16 * 1024, ge=256)
     time_margin_ms: int = Field(1500, ge=0, description="Kept free before the Lambda's deadline.")

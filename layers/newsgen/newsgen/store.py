@@ -22,6 +22,7 @@ from newsgen import artifacts
 from newsgen.artifacts import LATEST_NAME, Manifest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from newsgen.optimize import optimize_for_cpu
 from newsgen.errors import ChecksumMismatch, ModelUnavailable, NewsgenError, UnsafeArtifact, UnsupportedArtifact
 
 logger = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ class ModelStore:
         latest_ttl_seconds: float = 300.0,
         disk_headroom_bytes: int = 16 * 1024 * 1024,
         on_loaded: Callable[[LoadedModel], None] | None = None,
+        quantize: str = "int8",
     ):
         self.s3 = s3
         self.bucket = bucket
@@ -122,6 +124,7 @@ class ModelStore:
         self.latest_ttl_seconds = latest_ttl_seconds
         self.disk_headroom_bytes = disk_headroom_bytes
         self.on_loaded = on_loaded
+        self.quantize = quantize
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
         self._latest: dict[str, tuple[str, float]] = {}  # task -> (version, checked at)
         self._lock = threading.RLock()
@@ -177,11 +180,13 @@ class ModelStore:
         downloaded = time.perf_counter()
         try:
             model, tokenizer = load_model_dir(path, manifest)
+            loaded_at = time.perf_counter()
+            model = optimize_for_cpu(model, self.quantize)
         except NewsgenError:
             raise
         except Exception as exc:  # transformers raises many types for a malformed checkpoint
             raise UnsupportedArtifact(f"{task} {version} is not a loadable checkpoint: {exc}") from exc
-        loaded_at = time.perf_counter()
+        optimized_at = time.perf_counter()
         loaded = LoadedModel(
             task=task,
             version=version,
@@ -192,12 +197,13 @@ class ModelStore:
             timings={
                 "download_s": downloaded - started,
                 "load_s": loaded_at - downloaded,
+                "optimize_s": optimized_at - loaded_at,
             },
         )
         self._loaded[(task, version)] = loaded
         if self.on_loaded:
             self.on_loaded(loaded)
-        logger.info("loaded %s %s in %.2fs", task, version, loaded_at - started, extra={"timings": loaded.timings})
+        logger.info("loaded %s %s in %.2fs", task, version, optimized_at - started, extra={"timings": loaded.timings})
         return loaded
 
     def _download_verified(self, manifest: Manifest) -> Path:
