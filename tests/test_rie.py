@@ -9,6 +9,7 @@ missing (about 30 s); the test is skipped only when pip cannot reach the package
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -164,3 +165,13 @@ def test_a_failing_function_is_reported_and_every_process_stopped(emulator):
     assert answer["errorType"] == "Runtime.ImportModuleError", answer
     assert not [pid for pid in pids if rie._alive(pid)]
     assert time.monotonic() - started < 30
+
+
+def test_sam_validate_lint_passes(emulator):
+    """`sam validate --lint` from the SAM CLI in .venv-sam (the emulator fixture builds it)."""
+    sam = ROOT / ".venv-sam" / "bin" / "sam"
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+    done = subprocess.run([str(sam), "validate", "--lint", "--template", str(ROOT / "template.yaml")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "valid" in (done.stdout + done.stderr).lower()
