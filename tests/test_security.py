@@ -24,14 +24,17 @@ def api(published, service_for, monkeypatch):
 
 
 @pytest.mark.parametrize("log_prompts", [False, True])
-def test_prompts_are_logged_only_when_asked(api, monkeypatch, capsys, log_prompts):
+def test_prompts_are_logged_only_when_asked(api, monkeypatch, caplog, log_prompts):
+    import logging
+
     monkeypatch.setattr(api.settings, "log_prompts", log_prompts)
+    caplog.set_level(logging.INFO)
     marker = "Zanzibar lighthouse keepers"
     event = api_event("POST", "/v1/headlines", {"prompt": marker, "parameters": {"max_new_tokens": 3}})
     assert api.lambda_handler(event, FakeContext())["statusCode"] == 200
-    logs = capsys.readouterr().out
-    assert "generated" in logs  # the request itself is logged (route, n, tokens, seconds)
-    assert (marker in logs) is log_prompts
+    records = [str(r.__dict__) for r in caplog.records if r.name.startswith("newsgen")]
+    assert any("generated" in r for r in records)  # the request itself is logged (route, n, tokens, seconds)
+    assert any(marker in r for r in records) is log_prompts
 
 
 def test_no_credentials_in_artifacts_or_logs(s3, bucket, headline_model, monkeypatch, capsys):
