@@ -109,8 +109,8 @@ sam-venv: $(SAM_STAMP)  ## the SAM CLI (and the Lambda Runtime Interface Emulato
 invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatch|batch-worker under the Lambda RIE + awslambdaric, against a running `make run`
 	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) --endpoint http://127.0.0.1:$(S3_PORT)
 
-fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (≥ 2,000 requests; make test runs fewer)
-	FUZZ_EXAMPLES=400 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
+fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
+	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
 
 sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.sh)
 	bash infra/local/sam_local.sh

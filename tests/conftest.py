@@ -124,3 +124,16 @@ def service_for(tmp_path):
         return NewsService(Settings(model_bucket=bucket, model_prefix="models", model_cache_dir=tmp_path / "cache", **settings))
 
     return make
+
+
+@pytest.fixture
+def server(published, service_for, monkeypatch):
+    """The plain local server on a free loopback port, serving the published tiny models."""
+    from handlers import api
+    from infra.local.server import serve
+
+    monkeypatch.setattr(api, "service", service_for(published["bucket"]))
+    httpd = serve("127.0.0.1", 0)
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()

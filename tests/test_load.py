@@ -3,21 +3,7 @@ answer a 200 or a clean JSON error, and memory flat across the run (`make load` 
 
 import os
 
-import pytest
-
 from bench.load import run_load
-
-
-@pytest.fixture
-def server(published, service_for, monkeypatch):
-    from handlers import api
-    from infra.local.server import serve
-
-    monkeypatch.setattr(api, "service", service_for(published["bucket"]))
-    httpd = serve("127.0.0.1", 0)
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def test_load_holds_with_no_errors_and_flat_memory(server):

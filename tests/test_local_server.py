@@ -4,20 +4,6 @@ import json
 import urllib.error
 import urllib.request
 
-import pytest
-
-
-@pytest.fixture
-def server(published, service_for, monkeypatch):
-    from handlers import api
-    from infra.local.server import serve
-
-    monkeypatch.setattr(api, "service", service_for(published["bucket"]))
-    httpd = serve("127.0.0.1", 0)
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-
 
 def request(url, data=None, method=None):
     req = urllib.request.Request(url, data=data, method=method)
