@@ -20,7 +20,7 @@ from typing import Any, Iterator, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from newsgen.errors import NewsgenError
+from newsgen.errors import BatchJobError, InvalidLine, NewsgenError
 from newsgen.schemas import MAX_PROMPT_CHARS, MAX_RESULTS, GenerationParameters, Strict, _clean_text
 
 IN_PREFIX = "batch/in/"
@@ -65,20 +65,6 @@ class ChunkMessage(BaseModel):
     input_key: str
     chunk: int = Field(ge=0)
     chunks: int = Field(ge=1)
-
-
-class BatchJobError(NewsgenError):
-    """The file as a whole is not a batch input."""
-
-    error_type = "batch_job_error"
-    status_code = 400
-
-
-class InvalidLine(NewsgenError):
-    """One line cannot be read as a request; only that line fails."""
-
-    error_type = "validation_error"
-    status_code = 400
 
 
 # --- keys ---------------------------------------------------------------------------------------------

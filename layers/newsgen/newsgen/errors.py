@@ -62,3 +62,17 @@ class ModelUnavailable(NewsgenError):
 
     error_type = "model_unavailable"
     status_code = 503
+
+
+class BatchJobError(NewsgenError):
+    """The file as a whole is not a batch input."""
+
+    error_type = "batch_job_error"
+    status_code = 400
+
+
+class InvalidLine(NewsgenError):
+    """One line cannot be read as a request; only that line fails."""
+
+    error_type = "validation_error"
+    status_code = 400
