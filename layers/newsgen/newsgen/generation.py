@@ -1,5 +1,6 @@
-"""Generation with Hugging Face `generate`: batched prompts with left padding, `n` results per prompt in one
-call, defaults from the artifact's generation_config, a time budget, stop sequences and finish reasons."""
+"""Generation: batched prompts with left padding, `n` results per prompt in one call, defaults from the
+artifact's generation_config, a time budget, stop sequences and finish reasons. Greedy and sampling run in
+a decode loop over the KV cache with transformers' logits processors; beam search uses `generate()`."""
 
 from __future__ import annotations
 

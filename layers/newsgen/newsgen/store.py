@@ -23,8 +23,8 @@ from newsgen import artifacts
 from newsgen.artifacts import LATEST_NAME, Manifest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from newsgen.optimize import optimize_for_cpu
 from newsgen.errors import ChecksumMismatch, ModelUnavailable, NewsgenError, UnsafeArtifact, UnsupportedArtifact
+from newsgen.optimize import optimize_for_cpu
 
 logger = logging.getLogger(__name__)
 
