@@ -58,15 +58,13 @@ def test_cfn_lint_really_checks_sam_resources(tmp_path):
     assert result.returncode != 0 and "'Colour' was unexpected" in result.stdout, result.stdout
 
 
-@pytest.fixture(scope="module")
-def transformed(template, monkeypatch_module) -> dict:
+def sam_transform(template, parameters: dict) -> dict:
     """The CloudFormation that `sam deploy` would create (the SAM translator, with stand-in artifact URIs)."""
     import copy
     import json
 
     from samtranslator.translator.transform import transform
 
-    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
     document = copy.deepcopy(json.loads(json.dumps(template, default=str)))
     for resource in document["Resources"].values():
         props = resource.get("Properties", {})
@@ -80,7 +78,80 @@ def transformed(template, monkeypatch_module) -> dict:
         def load(self):
             return {}
 
-    return transform(document, {}, NoManagedPolicies())
+    return transform(document, parameters, NoManagedPolicies())
+
+
+PSEUDO_PARAMETERS = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix",
+                     "AWS::NoValue", "AWS::StackId"}
+
+
+def deployed(transformed: dict, parameters: dict) -> dict:
+    """What CloudFormation keeps of a transformed template for these parameters: conditions evaluated,
+    resources and outputs whose condition is false dropped, every Fn::If replaced by its chosen branch."""
+    values = {name: str(p.get("Default", "")) for name, p in transformed.get("Parameters", {}).items()}
+    values.update(parameters)
+    definitions = transformed.get("Conditions", {})
+
+    def condition(expression):
+        if isinstance(expression, str):
+            return condition(definitions[expression])
+        (function, args), = expression.items()
+        if function == "Condition":
+            return condition(args)
+        if function == "Fn::Equals":
+            left, right = (values[a["Ref"]] if isinstance(a, dict) else str(a) for a in args)
+            return left == right
+        if function == "Fn::Not":
+            return not condition(args[0])
+        if function == "Fn::And":
+            return all(condition(a) for a in args)
+        if function == "Fn::Or":
+            return any(condition(a) for a in args)
+        raise AssertionError(f"condition function {function} not handled")
+
+    def resolve(value):
+        if isinstance(value, dict):
+            if set(value) == {"Fn::If"}:
+                name, if_true, if_false = value["Fn::If"]
+                return resolve(if_true if condition(name) else if_false)
+            return {k: resolve(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [resolve(v) for v in value]
+        return value
+
+    kept = {}
+    for section in ("Resources", "Outputs"):
+        kept[section] = {name: resolve(body) for name, body in transformed.get(section, {}).items()
+                         if "Condition" not in body or condition(body["Condition"])}
+    kept["Parameters"] = values
+    return kept
+
+
+def references(value) -> set[str]:
+    """Every logical name a value points at (Ref, Fn::GetAtt, ${Name} and ${Name.Attr} in Fn::Sub)."""
+    found = set()
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            if key == "Ref":
+                found.add(inner)
+            elif key == "Fn::GetAtt":
+                found.add(inner[0] if isinstance(inner, list) else inner.split(".")[0])
+            elif key == "Fn::Sub":
+                text, local = (inner, {}) if isinstance(inner, str) else inner
+                found |= {n.split(".")[0] for n in re.findall(r"\$\{([^}!]+)\}", text)} - set(local)
+                found |= references(local)
+            else:
+                found |= references(inner)
+    elif isinstance(value, list):
+        for inner in value:
+            found |= references(inner)
+    return found
+
+
+@pytest.fixture(scope="module")
+def transformed(template, monkeypatch_module) -> dict:
+    monkeypatch_module.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return sam_transform(template, {})
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +160,40 @@ def monkeypatch_module():
         yield patch
 
 
+@pytest.mark.parametrize("mode, security, usage_plan", [
+    ("API_KEY", [{"api_key": []}], True),
+    ("IAM", [{"sigv4": []}], False),
+    ("NONE", [], False),
+])
+def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_plan):
+    stack = deployed(transformed, {"ApiAuthMode": mode})
+    out = stack["Resources"]
+    body = out["NewsApi"]["Properties"]["Body"]
+    from handlers.api import ROUTES
+
+    operations = {(method.upper(), path): op for path, methods in body["paths"].items() for method, op in methods.items()}
+    assert set(operations) == {(method, path) for path, method in ROUTES.items()}
+    for route, operation in operations.items():
+        assert operation["security"] == security, route
+        assert all(name in body["securityDefinitions"] for entry in security for name in entry)
+        integration = operation["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy" and references(integration["uri"]) == {"AWS::Partition", "AWS::Region", "ApiFunctionAliaslive"}
+        permission = next(r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::Permission"
+                          and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
+                          and r["Properties"]["SourceArn"]["Fn::Sub"][0].endswith("/" + route[0] + route[1]))
+        assert permission["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
+    plans = [r for r in out.values() if r["Type"] == "AWS::ApiGateway::UsagePlan"]
+    assert bool(plans) == usage_plan and ("ApiKeyCommand" in stack["Outputs"]) == usage_plan
+    if usage_plan:
+        assert plans[0]["Properties"]["Quota"]["Period"] == "DAY" and plans[0]["Properties"]["Throttle"]
+    # Nothing left pointing at a resource this mode dropped (the failure of conditional Api resources).
+    known = set(out) | set(stack["Parameters"]) | PSEUDO_PARAMETERS
+    for name, body in {**out, **stack["Outputs"]}.items():
+        assert references(body) <= known, (name, references(body) - known)
+
+
 def test_sam_transform_output(transformed):
     out = transformed["Resources"]
-    api = next(r for r in out.values() if r["Type"] == "AWS::ApiGateway::RestApi")["Properties"]["Body"]
-    for path, methods in api["paths"].items():
-        for method, operation in methods.items():
-            assert operation["security"] == [{"api_key": []}], (path, method)
     mapping = next(r for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")["Properties"]
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert any(r["Type"] == "AWS::ApiGateway::UsagePlan" for r in out.values())
@@ -141,8 +240,7 @@ def test_api_timeouts_auth_and_throttling(template):
     assert api["Timeout"] < 29  # API Gateway's integration limit
     assert int(api["Environment"]["Variables"]["TIME_MARGIN_MS"]) < api["Timeout"] * 1000
     gateway = template["Resources"]["NewsApi"]["Properties"]
-    assert gateway["Auth"]["ApiKeyRequired"] is True
-    assert gateway["Auth"]["UsagePlan"]["Throttle"]
+    assert template["Parameters"]["ApiAuthMode"]["Default"] == "API_KEY"  # safe by default
     assert gateway["MethodSettings"][0]["ThrottlingRateLimit"]
     routes = {(e["Properties"]["Method"].upper(), e["Properties"]["Path"]) for e in api["Events"].values()}
     from handlers.api import ROUTES
@@ -199,3 +297,16 @@ def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
     assert "download.pytorch.org/whl/cpu" in dockerfile
     assert dockerfile.index("requirements.txt") < dockerfile.index("COPY --from=deps") < dockerfile.index("COPY handlers")
     assert "HF_HOME=/tmp" in dockerfile
+
+
+def test_samconfig_overrides_name_template_parameters(template):
+    import shlex
+    import tomllib
+
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    overrides = dict(item.split("=", 1) for item in shlex.split(config["default"]["deploy"]["parameters"]["parameter_overrides"]))
+    assert set(overrides) <= set(template["Parameters"]), set(overrides) - set(template["Parameters"])
+    for name, value in overrides.items():
+        allowed = template["Parameters"][name].get("AllowedValues")
+        assert allowed is None or value in allowed, (name, value)
+    assert overrides["ApiAuthMode"] == "API_KEY" and overrides["ProvisionedConcurrency"] == "0"
