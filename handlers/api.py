@@ -68,12 +68,7 @@ def record_load(loaded) -> None:
 
 service = NewsService(settings, on_model_loaded=record_load)
 if settings.preload_models:
-    # Loading in the init phase uses its full-CPU burst; a failure here leaves the requests to answer 503
-    # and to try again, instead of crashing the runtime.
-    try:
-        service.preload()
-    except NewsgenError as exc:
-        logger.error("preload failed", extra={"error_type": exc.error_type, "error": exc.message})
+    service.preload_at_init()
 
 
 def deadline() -> float | None:

@@ -88,4 +88,4 @@ def worker_handler(event: dict, context: LambdaContext) -> dict:
 
 
 if os.environ.get("PRELOAD_MODELS", "").lower() == "true":  # set on the worker function only
-    service().preload()
+    service().preload_at_init()

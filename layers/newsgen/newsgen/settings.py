@@ -20,7 +20,13 @@ class Settings(BaseSettings):
     latest_ttl_seconds: float = Field(300.0, ge=0, description="How often a warm container re-reads LATEST.")
     preload_models: bool = Field(False, description="Load the models during the Lambda init phase.")
     quantize: Literal["none", "int8"] = Field("int8", description="int8: every matmul in int8 (CPU serving).")
-    torch_threads: int | None = Field(None, ge=1, le=64, description="Default: the CPUs this process may use.")
+    init_budget_seconds: float = Field(
+        9.0, ge=0, description="Seconds after the runtime process started by which an on-demand Lambda init hands "
+        "over, preloaded or not (Lambda restarts an init that passes 10 s); loading then finishes in the background "
+        "while the first request waits.")
+    torch_threads: int | None = Field(
+        None, ge=1, le=64, description="Default: in Lambda, one per vCPU its memory buys (rounded); elsewhere "
+        "the CPUs this process may use.")
     max_body_bytes: int = Field(16 * 1024, ge=256)
     time_margin_ms: int = Field(1500, ge=0, description="Kept free before the Lambda's deadline.")
     default_time_budget_ms: int = Field(25_000, ge=100, description="Time budget where no Lambda context says.")

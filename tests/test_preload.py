@@ -1,0 +1,86 @@
+"""Preloading models in the Lambda init phase, and torch's thread count under Lambda's CPU share."""
+
+import threading
+import time
+
+import pytest
+
+from newsgen import service as service_module
+from newsgen.errors import ModelUnavailable
+from newsgen.schemas import HeadlineRequest
+from newsgen.store import ModelStore
+
+
+@pytest.fixture
+def slow_loads(monkeypatch):
+    """Every model load takes 0.6 s longer; counts the loads."""
+    loads = []
+    original = ModelStore._fetch_and_load
+
+    def slow(self, task, version):
+        loads.append((task, threading.current_thread().name))
+        time.sleep(0.6)
+        return original(self, task, version)
+
+    monkeypatch.setattr(ModelStore, "_fetch_and_load", slow)
+    return loads
+
+
+def test_on_demand_init_returns_within_its_wait_and_the_first_request_waits_for_the_models(
+        published, service_for, slow_loads, monkeypatch):
+    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 8.8)  # imports took 8.8 s of the 9 s
+    service = service_for(published["bucket"], init_budget_seconds=9.0)
+    started = time.perf_counter()
+    assert service.preload_at_init() is False  # still loading when init hands over
+    assert time.perf_counter() - started < 0.5
+    response = service.headlines(HeadlineRequest(n=1, parameters={"max_new_tokens": 4, "do_sample": False}))
+    assert response.results[0].generated_tokens >= 1
+    deadline = time.monotonic() + 10
+    while len(service.loaded_models()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert {m.task for m in service.loaded_models()} == {"headline", "article"}
+    # Loaded once each, by the background thread: the request waited instead of loading a second copy.
+    assert sorted(slow_loads) == [("article", "newsgen-preload"), ("headline", "newsgen-preload")]
+
+
+def test_provisioned_concurrency_init_loads_everything_first(published, service_for, slow_loads, monkeypatch):
+    monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "provisioned-concurrency")
+    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 8.9)
+    service = service_for(published["bucket"], init_budget_seconds=9.0)
+    assert service.preload_at_init() is True
+    assert {m.task for m in service.loaded_models()} == {"headline", "article"}
+    assert [thread for _, thread in slow_loads] == ["MainThread", "MainThread"]
+
+
+def test_a_failed_preload_is_logged_and_requests_answer_unavailable(s3, bucket, service_for, caplog, monkeypatch):
+    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 0.0)
+    service = service_for(bucket)  # nothing published in this bucket
+    assert service.preload_at_init() is True
+    assert "preload failed" in caplog.text and "model_unavailable" in {getattr(r, "error_type", "") for r in caplog.records}
+    with pytest.raises(ModelUnavailable):
+        service.headlines(HeadlineRequest())
+
+
+def test_process_age_is_measured_from_the_process_start():
+    import subprocess
+    import sys
+
+    age = subprocess.run([sys.executable, "-c", "import time; time.sleep(1.2); from newsgen.service import process_age_seconds; "
+                          "print(process_age_seconds())"], capture_output=True, text=True, check=True).stdout
+    assert 1.2 <= float(age) < 30
+    assert 0 <= service_module.process_age_seconds() < 24 * 3600
+
+
+@pytest.mark.parametrize("memory_mb, cpus, threads", [
+    ("1024", 2, 1), ("1536", 2, 1), ("2048", 2, 1), ("3008", 2, 2), ("3538", 2, 2), ("10240", 6, 6), ("10240", 2, 2),
+    (None, 2, 2), (None, 16, 16),
+])
+def test_default_threads_follow_the_lambda_cpu_share(monkeypatch, memory_mb, cpus, threads):
+    if memory_mb is None:
+        monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
+    monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert service_module.default_threads() == threads
