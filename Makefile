@@ -10,7 +10,7 @@ PORT ?= 3000
 S3_PORT ?= 5001
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test clean openapi batch fuzz sam-local bench load
+.PHONY: help venv run test clean openapi batch fuzz sam-local bench bench-memory load
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -118,6 +118,9 @@ sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local st
 bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTranslate2 int8) → bench/results.json
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
 	$(PY) -m bench.run
+
+bench-memory: $(STAMP)  ## Lambda power tuning emulated with cgroups (root): latency and $ per memory size → bench/power.json
+	$(PY) -m bench.power
 
 load: $(STAMP)  ## bounded load test on loopback against the local server (after one `make run`) → bench/load.json
 	$(PY) -m bench.load

@@ -35,7 +35,7 @@ def api_event(method: str, path: str, body: object = None, *, raw: str | None = 
 class FakeContext:
     function_name = "newsgen-api-test"
     function_version = "$LATEST"
-    memory_limit_in_mb = 3008
+    memory_limit_in_mb = 2048
     invoked_function_arn = "arn:aws:lambda:us-east-1:000000000000:function:newsgen-api-test"
 
     def __init__(self, remaining_ms: int = 28_000):

@@ -310,3 +310,19 @@ def test_samconfig_overrides_name_template_parameters(template):
         allowed = template["Parameters"][name].get("AllowedValues")
         assert allowed is None or value in allowed, (name, value)
     assert overrides["ApiAuthMode"] == "API_KEY" and overrides["ProvisionedConcurrency"] == "0"
+
+
+def test_local_emulation_matches_the_template(template):
+    """`make invoke` runs each function with the memory, timeout and environment the template gives it."""
+    from infra.local.rie import FUNCTIONS
+
+    names = {"api": "ApiFunction", "batch-dispatch": "BatchDispatchFunction", "batch-worker": "BatchWorkerFunction"}
+    for local, logical in names.items():
+        handler, memory_mb, timeout_s, env = FUNCTIONS[local]
+        props = template["Resources"][logical]["Properties"]
+        memory = props["MemorySize"]
+        if isinstance(memory, dict):
+            memory = template["Parameters"][memory["Ref"]]["Default"]
+        assert (memory_mb, timeout_s) == (memory, props["Timeout"]), local
+        assert env.items() <= props["Environment"]["Variables"].items(), local
+        assert handler in (props.get("ImageConfig", {}).get("Command", [""])[0], "handlers." + props.get("Handler", ""))

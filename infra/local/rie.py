@@ -47,11 +47,11 @@ HOST = "127.0.0.1"
 
 # name → (handler, memory MB, timeout s, environment), as template.yaml declares the functions.
 FUNCTIONS: dict[str, tuple[str, int, int, dict[str, str]]] = {
-    "api": ("handlers.api.lambda_handler", 3008, 28,
+    "api": ("handlers.api.lambda_handler", 2048, 28,
             {"POWERTOOLS_SERVICE_NAME": "newsgen-api", "PRELOAD_MODELS": "true", "TIME_MARGIN_MS": "1500"}),
     "batch-dispatch": ("handlers.batch.dispatch_handler", 512, 120,
                        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50"}),
-    "batch-worker": ("handlers.batch.worker_handler", 3538, 900,
+    "batch-worker": ("handlers.batch.worker_handler", 2048, 900,
                      {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-worker", "PRELOAD_MODELS": "true"}),
 }
 
@@ -183,7 +183,7 @@ def emulated_function(
     *,
     python: str | None = None,
     function_name: str = "newsgen-local",
-    memory_mb: int = 3008,
+    memory_mb: int = 2048,
     timeout_s: int = 300,
     log: IO | Path | None = None,
     startup_timeout_s: float = 30.0,

@@ -27,7 +27,7 @@ class LocalContext:
 
     function_name: str = "newsgen-api-local"
     function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 3008
+    memory_limit_in_mb: int = 2048
     invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:newsgen-api-local"
     aws_request_id: str = ""
     deadline: float = 0.0
