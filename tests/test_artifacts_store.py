@@ -138,3 +138,35 @@ def test_set_latest_rolls_back_only_to_published_versions(s3, bucket, headline_m
     assert artifacts.read_latest(s3, bucket=bucket, prefix="models", task="headline") == "v1"
     with pytest.raises(artifacts.ArtifactNotFound):
         artifacts.set_latest(s3, bucket=bucket, prefix="models", task="headline", version="v7")
+
+
+def test_two_stores_sharing_a_cache_download_the_same_version_at_once(s3, bucket, headline_model, tmp_path, monkeypatch):
+    """Two processes (or an init thread and a request) fetching one version into one cache: both serve it."""
+    import threading
+
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    both_fetching = threading.Barrier(2, timeout=30)
+    original = ModelStore._fetch_file
+
+    def fetch_in_step(self, key, target, entry, manifest, attempts=3):
+        if entry.path == "config.json":
+            both_fetching.wait()  # neither renames before the other has started downloading
+        return original(self, key, target, entry, manifest, attempts)
+
+    monkeypatch.setattr(ModelStore, "_fetch_file", fetch_in_step)
+    results, errors = [], []
+
+    def load():
+        try:
+            results.append(make_store(s3, bucket, tmp_path).get("headline", "v1"))
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=load) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert [r.path for r in results] == [tmp_path / "cache/headline/v1"] * 2
+    assert sorted(p.name for p in (tmp_path / "cache/headline").iterdir()) == ["v1"]  # no partial left behind

@@ -84,3 +84,31 @@ def test_default_threads_follow_the_lambda_cpu_share(monkeypatch, memory_mb, cpu
         monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
     monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert service_module.default_threads() == threads
+
+
+def test_a_request_during_a_background_preload_shares_its_store(published, service_for, slow_loads, monkeypatch, caplog):
+    """The store is created once even when the init's preload thread and the first request ask for it together
+    (found by `make sam-local`: two stores downloaded one version into one cache)."""
+    from newsgen import s3
+
+    monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
+    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 60.0)  # the budget is spent: hand over at once
+    created = []
+    real_client = s3.client
+
+    def slow_client():  # a cold container's first boto3 client takes a while
+        created.append(threading.current_thread().name)
+        time.sleep(0.5)
+        return real_client()
+
+    monkeypatch.setattr(s3, "client", slow_client)
+    service = service_for(published["bucket"])
+    assert service.preload_at_init() is False
+    response = service.headlines(HeadlineRequest(n=1, parameters={"max_new_tokens": 4, "do_sample": False}))
+    assert response.results[0].generated_tokens >= 1
+    deadline = time.monotonic() + 10
+    while len(service.loaded_models()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert created == ["newsgen-preload"]
+    assert sorted(task for task, _ in slow_loads) == ["article", "headline"]
+    assert "preload failed" not in caplog.text

@@ -42,26 +42,31 @@ class NewsService:
     def __init__(self, settings: Settings, store: ModelStore | None = None, on_model_loaded=None):
         self.settings = settings
         self._store = store
+        self._store_lock = threading.Lock()  # the init's preload thread and the first request both want it
         self.on_model_loaded = on_model_loaded
         _set_threads(settings.torch_threads)
 
     @property
     def store(self) -> ModelStore:
-        if self._store is None:
-            if not self.settings.model_bucket:
-                raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live")
-            from newsgen import s3
+        with self._store_lock:
+            if self._store is None:
+                self._store = self._create_store()
+            return self._store
 
-            self._store = ModelStore(
-                s3=s3.client(),
-                bucket=self.settings.model_bucket,
-                prefix=self.settings.model_prefix,
-                cache_dir=self.settings.model_cache_dir,
-                latest_ttl_seconds=self.settings.latest_ttl_seconds,
-                on_loaded=self.on_model_loaded,
-                quantize=self.settings.quantize,
-            )
-        return self._store
+    def _create_store(self) -> ModelStore:
+        if not self.settings.model_bucket:
+            raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live")
+        from newsgen import s3
+
+        return ModelStore(
+            s3=s3.client(),
+            bucket=self.settings.model_bucket,
+            prefix=self.settings.model_prefix,
+            cache_dir=self.settings.model_cache_dir,
+            latest_ttl_seconds=self.settings.latest_ttl_seconds,
+            on_loaded=self.on_model_loaded,
+            quantize=self.settings.quantize,
+        )
 
     def loaded_models(self) -> list[LoadedModel]:
         return self._store.loaded() if self._store is not None else []

@@ -227,7 +227,14 @@ class ModelStore:
                 target = partial / entry.path
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self._fetch_file(base + entry.path, target, entry, manifest)
-            partial.rename(final)
+            try:
+                partial.rename(final)
+            except OSError:
+                if not final.is_dir():
+                    raise
+                # Another process sharing this cache put the same version in place first.
+                verify_directory(final, manifest)
+                shutil.rmtree(partial, ignore_errors=True)
         except BaseException:
             shutil.rmtree(partial, ignore_errors=True)
             raise
