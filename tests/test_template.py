@@ -297,6 +297,12 @@ def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
     assert "download.pytorch.org/whl/cpu" in dockerfile
     assert dockerfile.index("requirements.txt") < dockerfile.index("COPY --from=deps") < dockerfile.index("COPY handlers")
     assert "HF_HOME=/tmp" in dockerfile
+    # No model baked in by default; --build-arg BAKED_MODELS bakes a mirror, copied last (one thin layer).
+    assert "ARG BAKED_MODELS=infra/lambda/no-models" in dockerfile
+    assert dockerfile.rindex("COPY ${BAKED_MODELS}/ /opt/newsgen/baked/") > dockerfile.index("COPY handlers")
+    assert [p.name for p in (ROOT / "infra/lambda/no-models").iterdir()] == ["README.md"]
+    ignored = (ROOT / ".dockerignore").read_text().splitlines()
+    assert {"!infra/lambda/no-models/", "!infra/lambda/baked/"} <= set(ignored)
 
 
 def test_samconfig_overrides_name_template_parameters(template):

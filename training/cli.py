@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--export", default="fp32", help="weights format to publish")
     u.add_argument("--no-latest", action="store_true", help="publish without moving LATEST")
 
+    m = commands.add_parser("mirror", help="copy published models into a local directory (to bake into an image)")
+    m.add_argument("--bucket", required=True)
+    m.add_argument("--prefix", default="models")
+    m.add_argument("--output", type=Path, required=True, help="e.g. infra/lambda/baked")
+    m.add_argument("--headline-version", default=None, help="default: LATEST")
+    m.add_argument("--article-version", default=None, help="default: LATEST")
+
     d = commands.add_parser("demo-data", help="write the project's own synthetic demo corpus (CSV)")
     d.add_argument("--output", type=Path, required=True)
     d.add_argument("--rows", type=int, default=600)
@@ -146,6 +153,14 @@ def run(args: argparse.Namespace) -> object:
         )
         return {"task": manifest.task, "version": manifest.version, "files": len(manifest.files),
                 "latest_moved": not args.no_latest}
+    if args.command == "mirror":
+        from newsgen import s3
+        from training.mirror import mirror
+
+        versions = {"headline": args.headline_version, "article": args.article_version}
+        mirrored = mirror(s3.client(), bucket=args.bucket, prefix=args.prefix, dest=args.output, versions=versions)
+        return {"output": str(args.output), "versions": mirrored,
+                "serve_with": "MODEL_BUCKET=file:///opt/newsgen/baked (in the image built with BAKED_MODELS)"}
     if args.command == "demo-data":
         from training.demo_corpus import write_demo_csv
 

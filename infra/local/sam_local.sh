@@ -34,9 +34,13 @@
 #   8. start-api  `sam local start-api` on 127.0.0.1 and POST /v1/headlines (cold, then warm) → 200.
 #                 sam local does not enforce the API key the deployed API requires.
 #   9. size       the built image's size against the 1.5 GB target.
+#  10. offline    the demo models mirrored (`python -m training mirror`) into infra/lambda/baked, the same
+#                 Dockerfile built with --build-arg BAKED_MODELS, and the API handler run in that image with
+#                 `docker run --network none` and MODEL_BUCKET=file:///opt/newsgen/baked → a generated headline.
 # Everything it started (start-api, infra.local.run, dockerd) is stopped by PID on exit, on failure too.
 # Docker images stay in dockerd's data dir (/var/lib/docker) as a cache. Measured here (2 cores): first run
-# ~3.5 min with the demo models already trained (base image ~1.5 min, sam build ~1.2 min); later runs ~1.5 min.
+# ~5 min with the demo models already trained (base image ~1.5 min, sam build ~1.2 min, the offline image
+# ~1.5 min); later runs ~1–1.5 min.
 #
 # Settings (environment): SAM_LOCAL_DIR (default .newsgen/sam-local), S3_PORT (default 5001, else a free port),
 # API_PORT (default: a free port), SAM_LOCAL_SKIP_API=1 (skip step 8), SAM_LOCAL_REBUILD_BASE=1 (rebuild step 3).
@@ -55,6 +59,7 @@ AWSLAMBDARIC_VERSION=4.2.2
 BASE_IMAGE=public.ecr.aws/lambda/python:3.12      # infra/lambda/Dockerfile's BASE_IMAGE default
 ROOTFS_IMAGE=newsgen-local/debian-bookworm-python3.11:rootfs
 FUNCTION_IMAGE=apifunction:python3.12-v1          # what `sam build` tags (logical id, lower case : DockerTag)
+OFFLINE_IMAGE=newsgen-offline:local               # step 10: the same Dockerfile with the demo models baked in
 WHEELHOUSE=infra/lambda/wheelhouse
 SIZE_TARGET=1500000000                            # 1.5 GB
 BUILT_TEMPLATE=.aws-sam/build/template.yaml
@@ -563,6 +568,33 @@ print(f'{size} bytes = {size / 1e9:.2f} GB ({size / 2**30:.2f} GiB), {verdict} t
 }
 
 # ---------------------------------------------------------------------------------------------------------
+# 10. offline image: the demo models mirrored into infra/lambda/baked, built in with --build-arg
+#     BAKED_MODELS, and the API handler run in a container without any network (MODEL_BUCKET=file://…)
+# ---------------------------------------------------------------------------------------------------------
+offline_image() {
+  local baked=infra/lambda/baked started
+  find "$baked" -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+  AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 \
+    "$PY" -m training mirror --bucket newsgen-models --output "$baked"
+  run_fg $DOCKER build -q -f infra/lambda/Dockerfile --build-arg BAKED_MODELS="$baked" -t "$OFFLINE_IMAGE" .
+  find "$baked" -mindepth 1 -maxdepth 1 ! -name README.md -exec rm -rf {} +
+  started=$(now)
+  $DOCKER run --rm -i --network none -e MODEL_BUCKET=file:///opt/newsgen/baked -e POWERTOOLS_TRACE_DISABLED=true \
+    -e AWS_DEFAULT_REGION=us-east-1 --entrypoint python "$OFFLINE_IMAGE" -c '
+import json, sys
+from handlers.api import lambda_handler
+class Context:
+    function_name, function_version, memory_limit_in_mb = "offline", "$LATEST", 2048
+    invoked_function_arn, aws_request_id = "arn:aws:lambda:local:000000000000:function:offline", "offline"
+    def get_remaining_time_in_millis(self): return 28000
+print(json.dumps(lambda_handler(json.load(sys.stdin), Context())))' <events/api-headlines.json >"$WORK/offline.json"
+  OFFLINE_TIME=$(elapsed "$started")
+  check_response "$WORK/offline.json" invoke | tee "$WORK/offline.results"
+  OFFLINE_SIZE=$($DOCKER image inspect "$OFFLINE_IMAGE" --format '{{.Size}}')
+  echo "offline container (--network none): ${OFFLINE_TIME} wall, image $OFFLINE_SIZE bytes"
+}
+
+# ---------------------------------------------------------------------------------------------------------
 step tools tools
 step dockerd start_dockerd
 if [ -n "$DOCKERD_PID" ]; then
@@ -589,3 +621,5 @@ if [ "${SAM_LOCAL_SKIP_API:-0}" != 1 ]; then
 fi
 step image-size image_size
 note "  image $FUNCTION_IMAGE: $IMAGE_SIZE_LINE"
+step offline offline_image
+note "  $OFFLINE_IMAGE (BAKED_MODELS, --network none): 200 in ${OFFLINE_TIME} wall; $(sed -n '1s/^ *//p' "$WORK/offline.results")"

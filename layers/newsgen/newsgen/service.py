@@ -59,7 +59,7 @@ class NewsService:
         from newsgen import s3
 
         return ModelStore(
-            s3=s3.client(),
+            s3=s3.reader(self.settings.model_bucket),
             bucket=self.settings.model_bucket,
             prefix=self.settings.model_prefix,
             cache_dir=self.settings.model_cache_dir,

@@ -12,7 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", protected_namespaces=())
 
-    model_bucket: str = Field("", description="S3 bucket holding the published models.")
+    model_bucket: str = Field(
+        "", description="S3 bucket holding the published models, or file:///path to a mirror of it (baked images).")
     model_prefix: str = Field("models", description="Key prefix of the model artifacts in the bucket.")
     headline_model_version: str = Field("LATEST", description="Pinned headline version, or LATEST.")
     article_model_version: str = Field("LATEST", description="Pinned article version, or LATEST.")

@@ -177,7 +177,7 @@ class ModelStore:
     def _fetch_and_load(self, task: str, version: str) -> LoadedModel:
         started = time.perf_counter()
         manifest = artifacts.read_manifest(self.s3, bucket=self.bucket, prefix=self.prefix, task=task, version=version)
-        path = self._download_verified(manifest)
+        path = self.download_verified(manifest)
         downloaded = time.perf_counter()
         try:
             model, tokenizer = load_model_dir(path, manifest)
@@ -207,7 +207,7 @@ class ModelStore:
         logger.info("loaded %s %s in %.2fs", task, version, optimized_at - started, extra={"timings": loaded.timings})
         return loaded
 
-    def _download_verified(self, manifest: Manifest) -> Path:
+    def download_verified(self, manifest: Manifest) -> Path:
         """Download into a private directory, verify, then rename into place: the cache never holds a
         directory that did not pass verification."""
         final = self.cache_dir / manifest.task / manifest.version
