@@ -26,3 +26,27 @@ def test_train_without_prepared_data(tmp_path):
 def test_bad_choice_is_argparse_usage(tmp_path):
     result = run("train", "--task", "poem", "--data", str(tmp_path), "--output", str(tmp_path / "m"))
     assert result.returncode == 2 and "invalid choice: 'poem'" in result.stderr
+
+
+def test_set_latest_rolls_back_and_names_what_it_replaced(s3, s3_endpoint, bucket, headline_model):
+    import json
+    import os
+
+    from training.publish import publish_model
+
+    for version in ("v1", "v2"):
+        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version=version, progress=False)
+    env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
+
+    def set_latest(version):
+        return subprocess.run([sys.executable, "-m", "training", "set-latest", "--bucket", bucket, "--task", "headline",
+                               "--version", version], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    result = set_latest("v1")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {"task": "headline", "latest": "v1", "previous": "v2"}
+    assert s3.get_object(Bucket=bucket, Key="models/headline/LATEST")["Body"].read() == b"v1"
+    missing = set_latest("v9")
+    assert missing.returncode == 2 and "headline version v9 has no manifest" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    assert s3.get_object(Bucket=bucket, Key="models/headline/LATEST")["Body"].read() == b"v1"

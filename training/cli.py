@@ -67,6 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--export", default="fp32", help="weights format to publish")
     u.add_argument("--no-latest", action="store_true", help="publish without moving LATEST")
 
+    r = commands.add_parser("set-latest", help="point a task's LATEST at a published version (roll back or forward)")
+    r.add_argument("--bucket", required=True)
+    r.add_argument("--prefix", default="models")
+    r.add_argument("--task", choices=("headline", "article"), required=True)
+    r.add_argument("--version", required=True)
+
     m = commands.add_parser("mirror", help="copy published models into a local directory (to bake into an image)")
     m.add_argument("--bucket", required=True)
     m.add_argument("--prefix", default="models")
@@ -153,6 +159,13 @@ def run(args: argparse.Namespace) -> object:
         )
         return {"task": manifest.task, "version": manifest.version, "files": len(manifest.files),
                 "latest_moved": not args.no_latest}
+    if args.command == "set-latest":
+        from newsgen import artifacts, s3
+
+        client = s3.client()
+        previous = artifacts.read_latest(client, bucket=args.bucket, prefix=args.prefix, task=args.task)
+        artifacts.set_latest(client, bucket=args.bucket, prefix=args.prefix, task=args.task, version=args.version)
+        return {"task": args.task, "latest": args.version, "previous": previous}
     if args.command == "mirror":
         from newsgen import s3
         from training.mirror import mirror
