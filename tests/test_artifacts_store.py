@@ -170,3 +170,35 @@ def test_two_stores_sharing_a_cache_download_the_same_version_at_once(s3, bucket
     assert not errors, errors
     assert [r.path for r in results] == [tmp_path / "cache/headline/v1"] * 2
     assert sorted(p.name for p in (tmp_path / "cache/headline").iterdir()) == ["v1"]  # no partial left behind
+
+
+def test_int8_export_publishes_and_serves_like_quantising_at_load(s3, bucket, headline_model, tmp_path, monkeypatch):
+    """(Its size and load time against fp32 are measured by `make bench`: the tiny test model is mostly its
+    tied embedding, which stays fp32.)"""
+    from newsgen import generation, prompt, store as store_module
+    from newsgen.schemas import GenerationParameters
+
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="fp32", progress=False)
+    manifest = publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="int8",
+                             export="int8", progress=False)
+    names = {f.path for f in manifest.files}
+    assert manifest.export == "int8" and artifacts.INT8_WEIGHTS in names and "model.safetensors" not in names
+    assert {"config.json", "tokenizer.json", "generation_config.json", "README.md"} <= names
+    quantized = []
+    real_optimize = store_module.optimize_for_cpu
+    monkeypatch.setattr(store_module, "optimize_for_cpu", lambda model, mode: quantized.append(mode) or real_optimize(model, mode))
+    store = make_store(s3, bucket, tmp_path)
+    exported = store.get("headline", "int8")
+    assert quantized == []  # loaded as published: no quantisation pass
+    quantized_at_load = store.get("headline", "fp32")
+    assert quantized == ["int8"]
+    params = GenerationParameters(max_new_tokens=12, do_sample=False)
+    texts = [generation.generate(m, [prompt.headline_prompt("City")] * 2, params=params).results for m in (exported, quantized_at_load)]
+    assert [[r.text for r in rows] for rows in texts[0]] == [[r.text for r in rows] for rows in texts[1]]
+
+
+def test_unknown_export_is_refused_by_name():
+    raw = json.dumps({"format_version": artifacts.FORMAT_VERSION, "task": "headline", "version": "v1", "base_model": "x",
+                      "special_tokens": {}, "files": [], "export": "int4", "created_at": "2026-11-28T00:00:00+00:00"})
+    with pytest.raises(UnsupportedArtifact, match="export 'int4' is not one this build loads"):
+        artifacts.parse_manifest(raw)

@@ -39,3 +39,33 @@ def test_int8_perplexity_within_two_percent(headline_model, demo_data):
     fp32 = perplexity(model, tokenizer, demo_data, "headline", max_length=48)
     int8 = perplexity(quantize_int8(model), tokenizer, demo_data, "headline", max_length=48)
     assert abs(int8 - fp32) / fp32 < 0.02, (fp32, int8)
+
+
+def test_int8_export_loads_the_exact_model_the_server_would_build(headline_model, tmp_path):
+    """Published int8 weights give bit-identical logits to quantising the fp32 checkpoint at load."""
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    from newsgen.optimize import int8_tensors, load_int8
+
+    built_at_load = quantize_int8(load(headline_model)[0])
+    save_file(int8_tensors(built_at_load), str(tmp_path / artifacts.INT8_WEIGHTS))
+    exported = load_int8(tmp_path / artifacts.INT8_WEIGHTS, AutoConfig.from_pretrained(headline_model))
+    assert not any(p.is_meta for p in exported.parameters())
+    ids = torch.randint(0, 50000, (3, 9), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        assert torch.equal(exported(ids).logits, built_at_load(ids).logits)
+
+
+def test_int8_weights_that_do_not_fit_the_config_are_refused(headline_model, tmp_path):
+    import pytest
+    from safetensors.torch import save_file
+    from transformers import AutoConfig
+
+    from newsgen.optimize import int8_tensors, load_int8
+
+    tensors = int8_tensors(quantize_int8(load(headline_model)[0]))
+    del tensors["transformer.wte.weight"]
+    save_file(tensors, str(tmp_path / "w.safetensors"))
+    with pytest.raises(ValueError, match="missing .*transformer.wte.weight"):
+        load_int8(tmp_path / "w.safetensors", AutoConfig.from_pretrained(headline_model))

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from newsgen import artifacts, s3
-from newsgen.artifacts import Manifest
-
-EXPORTS = ("fp32",)  # the performance work adds int8 here
+from newsgen.artifacts import EXPORTS, Manifest
 
 
 def model_card(model_dir: Path, task: str, version: str, report: dict) -> str:
@@ -33,6 +33,24 @@ Weights: safetensors only. Decoding defaults: `generation_config.json`.
 """
 
 
+def stage_int8(model_dir: Path, staging: Path) -> Path:
+    """The files of an int8 export: the model's, with its fp32 weights replaced by the int8 model the server
+    would build at load (newsgen.optimize), so a container loads it without quantising."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    from newsgen.optimize import int8_tensors, quantize_int8
+
+    for pattern in artifacts.ARTIFACT_PATTERNS:
+        for file in model_dir.glob(pattern):
+            if file.is_file() and not file.name.startswith("model"):
+                shutil.copy2(file, staging / file.name)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
+    save_file(int8_tensors(quantize_int8(model.eval())), str(staging / artifacts.INT8_WEIGHTS),
+              metadata={"format": "pt", "newsgen_export": "int8"})
+    return staging
+
+
 def publish_model(
     model_dir: Path,
     *,
@@ -52,24 +70,27 @@ def publish_model(
     if report.get("task", task) != task:
         raise ValueError(f"{model_dir} was trained for the {report['task']} task, not {task}")
     version = version or artifacts.new_version_name()
-    (model_dir / "README.md").write_text(model_card(model_dir, task, version, report))
-    manifest = artifacts.build_manifest(
-        model_dir,
-        task=task,
-        version=version,
-        base_model=report.get("base_model", "unknown"),
-        metrics={k: report[k] for k in ("val_perplexity", "eval_loss", "train_loss", "global_step") if k in report},
-        data_fingerprint=report.get("data_fingerprint"),
-        export=export,
-    )
-    total = sum(entry.size for entry in manifest.files)
-    with tqdm(total=total, unit="B", unit_scale=True, desc=f"publish {task} {version}", disable=not progress) as bar:
-        return artifacts.publish(
-            s3.client(),
-            model_dir,
-            bucket=bucket,
-            prefix=prefix,
-            manifest=manifest,
-            move_latest=move_latest,
-            progress=bar.update,
+    with tempfile.TemporaryDirectory(prefix="newsgen-export-") as staging:
+        source = model_dir if export == "fp32" else stage_int8(model_dir, Path(staging))
+        (source / "README.md").write_text(model_card(model_dir, task, version, report))
+        manifest = artifacts.build_manifest(
+            source,
+            task=task,
+            version=version,
+            base_model=report.get("base_model", "unknown"),
+            metrics={k: report[k] for k in ("val_perplexity", "eval_loss", "train_loss", "global_step") if k in report},
+            data_fingerprint=report.get("data_fingerprint"),
+            export=export,
         )
+        total = sum(entry.size for entry in manifest.files)
+        with tqdm(total=total, unit="B", unit_scale=True, desc=f"publish {task} {version} ({export})",
+                  disable=not progress) as bar:
+            return artifacts.publish(
+                s3.client(),
+                source,
+                bucket=bucket,
+                prefix=prefix,
+                manifest=manifest,
+                move_latest=move_latest,
+                progress=bar.update,
+            )

@@ -21,6 +21,8 @@
 #   EXTRA_TRAIN_ARGS, EXTRA_DISTILL_ARGS   more options, word-split and appended to each command
 #   MODEL_BUCKET      where to publish; unset: the job stops before publishing, with the models in WORKDIR
 #   MODEL_PREFIX      key prefix in the bucket (default models)
+#   EXPORT            weights to publish: fp32 (default; can be trained further) or int8 (what the Lambda
+#                     serves, loaded without quantising: a faster cold start)
 #   VERSION           the published version (default: the UTC time of the job's first run, kept in
 #                     WORKDIR/VERSION so that a resumed job publishes under the same name)
 #   PYTHON            the interpreter that has newsgen installed (default python)
@@ -57,6 +59,7 @@ EXTRA_TRAIN_ARGS=${EXTRA_TRAIN_ARGS:-}
 EXTRA_DISTILL_ARGS=${EXTRA_DISTILL_ARGS:-}
 MODEL_BUCKET=${MODEL_BUCKET:-}
 MODEL_PREFIX=${MODEL_PREFIX:-models}
+EXPORT=${EXPORT:-fp32}
 VERSION=${VERSION:-}
 TASKS=(headline article)
 
@@ -347,7 +350,7 @@ PY
         step_end "already in s3://$MODEL_BUCKET/$MODEL_PREFIX/$task/$version/"
         return
     fi
-    local args=(publish --model "$dir" --bucket "$MODEL_BUCKET" --prefix "$MODEL_PREFIX" --task "$task" --version "$version")
+    local args=(publish --model "$dir" --bucket "$MODEL_BUCKET" --prefix "$MODEL_PREFIX" --task "$task" --version "$version" --export "$EXPORT")
     [[ $latest == no-latest ]] && args+=(--no-latest)
     training "${args[@]}"
     mkdir -p "$PUBLISHED" && touch "$marker"

@@ -24,7 +24,7 @@ from newsgen.artifacts import LATEST_NAME, Manifest
 from botocore.exceptions import BotoCoreError, ClientError
 
 from newsgen.errors import ChecksumMismatch, ModelUnavailable, NewsgenError, UnsafeArtifact, UnsupportedArtifact
-from newsgen.optimize import optimize_for_cpu
+from newsgen.optimize import load_int8, optimize_for_cpu
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,14 @@ def load_model_dir(path: Path, manifest: Manifest) -> tuple[Any, Any]:
     except ValueError as exc:
         raise UnsupportedArtifact(f"{manifest.task} {manifest.version}: {exc}") from None
     tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row continues its prompt
+    if manifest.export == "int8":
+        from transformers import AutoConfig, GenerationConfig
+
+        model_config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
+        model = load_int8(path / artifacts.INT8_WEIGHTS, model_config)
+        if (path / "generation_config.json").is_file():  # the decoding defaults from_pretrained would read
+            model.generation_config = GenerationConfig.from_pretrained(path, local_files_only=True)
+        return model, tokenizer
     model = AutoModelForCausalLM.from_pretrained(
         path, local_files_only=True, trust_remote_code=False, use_safetensors=True, dtype=torch.float32
     )
@@ -182,7 +190,8 @@ class ModelStore:
         try:
             model, tokenizer = load_model_dir(path, manifest)
             loaded_at = time.perf_counter()
-            model = optimize_for_cpu(model, self.quantize)
+            if manifest.export == "fp32":  # an int8 export is already quantised
+                model = optimize_for_cpu(model, self.quantize)
         except NewsgenError:
             raise
         except Exception as exc:  # transformers raises many types for a malformed checkpoint
