@@ -67,7 +67,7 @@ def floor(bucket: str, version: str) -> dict:
         for e in manifest.files
     }
     now = mark(t, "s3_read_s", now)
-    load(blobs["model.safetensors"])
+    load(blobs["model.safetensors" if manifest.export == "fp32" else artifacts.INT8_WEIGHTS])
     now = mark(t, "safetensors_load_s", now)
     t["total_s"] = round(now - started, 4)
     return t
