@@ -119,8 +119,8 @@ bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTransla
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
 	$(PY) -m bench.run
 
-bench-memory: $(STAMP)  ## Lambda power tuning emulated with cgroups (root): latency and $ per memory size → bench/power.json
-	$(PY) -m bench.power
+bench-memory: $(STAMP)  ## Lambda power tuning emulated with cgroups (root; EXPORT=int8 for int8 artifacts) → bench/power*.json
+	$(PY) -m bench.power $(if $(EXPORT),--export $(EXPORT))
 
 load: $(STAMP)  ## bounded load test on loopback against the local server (after one `make run`) → bench/load.json
 	$(PY) -m bench.load

@@ -165,12 +165,14 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(map(str, MEMORY_SIZES)))
     parser.add_argument("--threads", default="1,2", help="torch threads to try at each size")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "power.json")
+    parser.add_argument("--export", choices=("fp32", "int8"), default="fp32", help="the weights published (publish --export)")
+    parser.add_argument("--output", type=Path, default=None, help="default: bench/power.json (power-int8.json for int8)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.reps)))
         return
+    args.output = args.output or ROOT / "bench" / ("power.json" if args.export == "fp32" else f"power-{args.export}.json")
     cpus = len(os.sched_getaffinity(0))
     sizes = [int(s) for s in args.sizes.split(",")]
     too_big = [s for s in sizes if s / MB_PER_VCPU > cpus + 1e-9]
@@ -191,7 +193,8 @@ def main(argv=None) -> None:
     server.start()
     os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server._server.server_port}"
     started = time.perf_counter()
-    results: dict = {"command": "make bench-memory", "cpus": cpus, "mb_per_vcpu": MB_PER_VCPU,
+    results: dict = {"command": "make bench-memory" + (f" EXPORT={args.export}" if args.export != "fp32" else ""),
+                     "export": args.export, "cpus": cpus, "mb_per_vcpu": MB_PER_VCPU,
                      "api_timeout_ms": API_TIMEOUT_MS, "requests": {k: v[1] for k, v in REQUESTS.items()}, "runs": []}
     try:
         import boto3
@@ -205,7 +208,8 @@ def main(argv=None) -> None:
             report = model_dir / "training_report.json"
             for task in ("headline", "article"):  # one checkpoint serves both: only the shape matters here
                 report.write_text(json.dumps({**json.loads(report.read_text()), "task": task}))
-                publish_model(model_dir, bucket=BUCKET, prefix="models", task=task, version="power", progress=False)
+                publish_model(model_dir, bucket=BUCKET, prefix="models", task=task, version="power", export=args.export,
+                              progress=False)
             for memory_mb in sizes:
                 for threads in (int(t) for t in args.threads.split(",")):
                     print(f"[{time.perf_counter() - started:5.0f}s] {memory_mb} MB, {threads} torch thread(s)", flush=True)
