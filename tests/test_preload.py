@@ -112,3 +112,14 @@ def test_a_request_during_a_background_preload_shares_its_store(published, servi
     assert created == ["newsgen-preload"]
     assert sorted(task for task, _ in slow_loads) == ["article", "headline"]
     assert "preload failed" not in caplog.text
+
+
+def test_one_broken_model_does_not_keep_the_other_from_preloading(s3, bucket, article_model, service_for, caplog, monkeypatch):
+    from training.publish import publish_model
+
+    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 0.0)
+    publish_model(article_model, bucket=bucket, prefix="models", task="article", version="v1", progress=False)
+    service = service_for(bucket)  # no headline model published
+    assert service.preload_at_init() is True
+    assert [m.task for m in service.loaded_models()] == ["article"]
+    assert "no headline model is published" in caplog.text

@@ -87,11 +87,11 @@ class NewsService:
         """
 
         def load_all() -> None:
-            try:
-                for task in prompt.TASKS:
+            for task in prompt.TASKS:  # one broken model does not keep the other from loading
+                try:
                     self.model(task)
-            except NewsgenError as exc:
-                logger.error("preload failed: %s", exc.message, extra={"error_type": exc.error_type})
+                except NewsgenError as exc:
+                    logger.error("preload failed: %s", exc.message, extra={"error_type": exc.error_type})
 
         if wait_seconds is None:
             load_all()

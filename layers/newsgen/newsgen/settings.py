@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path("/tmp/newsgen/models")
     latest_ttl_seconds: float = Field(300.0, ge=0, description="How often a warm container re-reads LATEST.")
     preload_models: bool = Field(False, description="Load the models during the Lambda init phase.")
-    quantize: Literal["none", "int8"] = Field("int8", description="int8: every matmul in int8 (CPU serving).")
+    quantize: Literal["none", "int8"] = Field(
+        "int8", description="int8: every matmul in int8 (CPU serving). Artifacts published with --export int8 "
+        "are served as published.")
     init_budget_seconds: float = Field(
         9.0, ge=0, description="Seconds after the runtime process started by which an on-demand Lambda init hands "
         "over, preloaded or not (Lambda restarts an init that passes 10 s); loading then finishes in the background "
