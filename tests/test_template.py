@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode
 
+from cfn import conditions
+
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
 
@@ -90,30 +92,13 @@ def deployed(transformed: dict, parameters: dict) -> dict:
     resources and outputs whose condition is false dropped, every Fn::If replaced by its chosen branch."""
     values = {name: str(p.get("Default", "")) for name, p in transformed.get("Parameters", {}).items()}
     values.update(parameters)
-    definitions = transformed.get("Conditions", {})
-
-    def condition(expression):
-        if isinstance(expression, str):
-            return condition(definitions[expression])
-        (function, args), = expression.items()
-        if function == "Condition":
-            return condition(args)
-        if function == "Fn::Equals":
-            left, right = (values[a["Ref"]] if isinstance(a, dict) else str(a) for a in args)
-            return left == right
-        if function == "Fn::Not":
-            return not condition(args[0])
-        if function == "Fn::And":
-            return all(condition(a) for a in args)
-        if function == "Fn::Or":
-            return any(condition(a) for a in args)
-        raise AssertionError(f"condition function {function} not handled")
+    holds = conditions(transformed, values)
 
     def resolve(value):
         if isinstance(value, dict):
             if set(value) == {"Fn::If"}:
                 name, if_true, if_false = value["Fn::If"]
-                return resolve(if_true if condition(name) else if_false)
+                return resolve(if_true if holds[name] else if_false)
             return {k: resolve(v) for k, v in value.items()}
         if isinstance(value, list):
             return [resolve(v) for v in value]
@@ -122,7 +107,7 @@ def deployed(transformed: dict, parameters: dict) -> dict:
     kept = {}
     for section in ("Resources", "Outputs"):
         kept[section] = {name: resolve(body) for name, body in transformed.get(section, {}).items()
-                         if "Condition" not in body or condition(body["Condition"])}
+                         if "Condition" not in body or holds[body["Condition"]]}
     kept["Parameters"] = values
     return kept
 
