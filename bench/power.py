@@ -1,7 +1,7 @@
 """`make bench-memory`: Lambda power tuning for the API function, emulated on this machine.
 
-Lambda gives a function CPU in proportion to its memory (one vCPU at 1,769 MB) and shows it two CPUs up to
-3,008 MB. This runs the real API handler (`handlers.api.lambda_handler`, init with PRELOAD_MODELS as Lambda
+Lambda gives a function CPU time in proportion to its memory (one vCPU at 1,769 MB), whatever number of CPUs
+the process sees. This runs the real API handler (`handlers.api.lambda_handler`, init with PRELOAD_MODELS as Lambda
 runs it) in a child process inside a cgroup whose CPU quota and memory limit match each memory size, with both
 models of the distilgpt2 shape published to a local S3, and reports init, first request, warm latency per
 request kind, peak RSS, /tmp use and the price per million requests. Needs root (cgroups). Writes

@@ -34,7 +34,7 @@ from newsgen.store import LoadedModel, ModelStore
 
 logger = logging.getLogger(__name__)
 
-# Lambda grants one vCPU of CPU time per 1,769 MB of memory but shows the process at least two CPUs.
+# Lambda grants one vCPU of CPU time per 1,769 MB of memory, however many CPUs the process sees.
 LAMBDA_MB_PER_VCPU = 1769
 
 
