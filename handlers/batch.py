@@ -1,11 +1,15 @@
 """Batch entry points.
 
-- `dispatch_handler`: S3 ObjectCreated on batch/in/ → chunk objects + one SQS message per chunk. Needs no
-  torch (a Zip function on the newsgen layer).
-- `worker_handler`: SQS → powertools BatchProcessor; each message is one chunk. A failing message is reported
-  in batchItemFailures, retried by SQS, and moved to the DLQ after the queue's maxReceiveCount.
+- `dispatch_handler`: S3 ObjectCreated on batch/in/ → a job per upload, one SQS message per chunk. Needs no
+  torch (a Zip function on the newsgen layer). An upload that cannot be a job gets a `failed` summary.
+- `worker_handler`: SQS → powertools BatchProcessor, one chunk per message (the event source's BatchSize is
+  1, so each chunk has the whole timeout). A failing chunk is reported in batchItemFailures, retried by SQS,
+  and moved to the dead-letter queue after the queue's maxReceiveCount.
+- `dead_letter_handler`: the dead-letter queue → each dead chunk's lines answered as errors, the job assembled
+  as `partial`, the message kept in S3 for redrive.
 """
 
+import functools
 import os
 import time
 from urllib.parse import unquote_plus
@@ -18,66 +22,83 @@ from aws_lambda_powertools.utilities.data_classes import S3Event, SQSRecord, eve
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from newsgen import batch, s3
-from newsgen.errors import NewsgenError
+from newsgen.settings import load_settings
 
+settings = load_settings()
 logger = Logger(service="newsgen-batch")
 metrics = Metrics(namespace="newsgen", service="batch")
 tracer = Tracer(service="newsgen-batch")
-CHUNK_LINES = int(os.environ.get("BATCH_CHUNK_LINES", "50"))
+
+
+def send(messages: list[batch.ChunkMessage]) -> None:
+    batch.send_chunks(boto3.client("sqs"), settings.batch_queue_url, messages)
+
+
+def upload_of(record) -> batch.Upload:
+    obj = record.s3.get_object
+    return batch.Upload(
+        bucket=record.s3.bucket.name,
+        key=unquote_plus(obj.key),
+        etag=(obj.etag or "").strip('"') or None,
+        version_id=obj.version_id or None,
+        sequencer=obj.sequencer or None,
+        size=obj.size,
+    )
 
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 @event_source(data_class=S3Event)
 def dispatch_handler(event: S3Event, context: LambdaContext) -> dict:
-    queue_url = os.environ["BATCH_QUEUE_URL"]
-    sqs = boto3.client("sqs")
     jobs = []
     for record in event.records:
-        bucket, key = record.s3.bucket.name, unquote_plus(record.s3.get_object.key)
-        try:
-            job, messages = batch.plan_job(s3.client(), bucket, key, CHUNK_LINES)
-        except NewsgenError as exc:  # a file that is no batch input: say so beside it, lose nothing
-            logger.warning("not a batch job", extra={"key": key, "error": exc.message})
+        upload = upload_of(record)
+        if upload.key.endswith("/"):  # a "folder" made in the console
             continue
-        for start in range(0, len(messages), 10):
-            entries = [{"Id": str(m.chunk), "MessageBody": m.model_dump_json()} for m in messages[start : start + 10]]
-            failed = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries).get("Failed", [])
-            if failed:
-                raise RuntimeError(f"SQS refused {len(failed)} chunk messages of {job['job']}: {failed[0]}")
-        metrics.add_metric(name="batch_lines", unit=MetricUnit.Count, value=job["lines"])
-        logger.info("dispatched", extra={"job": job["job"], "lines": job["lines"], "chunks": job["chunks"]})
-        jobs.append({"job": job["job"], "lines": job["lines"], "chunks": job["chunks"]})
+        try:
+            summary = batch.dispatch(s3.client(), upload, send, chunk_lines=settings.batch_chunk_lines,
+                                     chunk_tokens=settings.batch_chunk_tokens)
+        except Exception:
+            # Say so beside the input, then fail the invocation: Lambda retries it, then sends it to the
+            # on-failure destination. A retry that succeeds replaces this summary.
+            logger.exception("dispatch failed", extra={"key": upload.key})
+            batch.fail(s3.client(), upload, "internal_error", "the job could not be dispatched; it is retried "
+                       "automatically, and the operators were notified if retries fail")
+            raise
+        if summary is None:
+            continue
+        metrics.add_metric(name=f"batch_jobs_{summary['status']}", unit=MetricUnit.Count, value=1)
+        logger.info("dispatched", extra={k: summary.get(k) for k in ("job", "status", "lines", "chunks", "reason")})
+        jobs.append({k: summary.get(k) for k in ("job", "status", "lines", "chunks")})
     return {"jobs": jobs}
 
 
-_service = None
-
-
+@functools.cache
 def service():
     """The news service, created on first use (the worker's init phase when PRELOAD_MODELS=true)."""
-    global _service
-    if _service is None:
-        from newsgen.service import NewsService
-        from newsgen.settings import load_settings
+    from newsgen.service import NewsService
 
-        _service = NewsService(load_settings())
-    return _service
+    return NewsService(settings)
 
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@tracer.capture_method
+@tracer.capture_method(capture_response=False)
 def process_message(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
     message = batch.ChunkMessage.model_validate_json(record.body)  # a poison message fails here, every time
-    remaining = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context else 600.0
-    deadline = time.monotonic() + remaining - 5  # leave time to write the chunk's output
+    remaining = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context else 900.0
+    deadline = time.monotonic() + remaining - settings.batch_worker_margin_s
     started = time.perf_counter()
-    summary = batch.process_chunk(s3.client(), service(), message, deadline)
+    try:
+        summary = batch.process_chunk(s3.client(), service(), message, deadline)
+    except Exception as exc:
+        batch.note_attempt(s3.client(), message, exc, int(record.attributes.approximate_receive_count or 1))
+        metrics.add_metric(name="batch_chunk_failures", unit=MetricUnit.Count, value=1)
+        raise
     metrics.add_metric(name="batch_chunk_seconds", unit=MetricUnit.Seconds, value=time.perf_counter() - started)
     if summary:
-        logger.info("job complete", extra={k: summary[k] for k in ("job", "lines", "results", "errors")})
+        logger.info("job finished", extra={k: summary[k] for k in ("job", "status", "lines", "results", "errors")})
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -87,5 +108,21 @@ def worker_handler(event: dict, context: LambdaContext) -> dict:
     return process_partial_response(event=event, record_handler=process_message, processor=processor, context=context)
 
 
-if os.environ.get("PRELOAD_MODELS", "").lower() == "true":  # set on the worker function only
+dead_letters = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_dead_letter(record: SQSRecord) -> None:
+    summary = batch.record_dead_letter(s3.client(), record.body, record.message_id, settings.results_bucket)
+    metrics.add_metric(name="batch_chunks_dead", unit=MetricUnit.Count, value=1)
+    logger.error("chunk moved to the dead-letter queue", extra={"message_id": record.message_id,
+                                                                  "status": summary and summary["status"]})
+
+
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def dead_letter_handler(event: dict, context: LambdaContext) -> dict:
+    return process_partial_response(event=event, record_handler=record_dead_letter, processor=dead_letters, context=context)
+
+
+if settings.preload_models:  # set on the worker function only
     service().preload_at_init()

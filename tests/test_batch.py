@@ -18,32 +18,49 @@ def sqs(s3_endpoint):
 
 @pytest.fixture
 def pipeline(published, service_for, sqs, s3, monkeypatch, request):
-    """Dispatcher and worker wired to a fresh queue pair; returns helpers to run a job to completion."""
+    """Dispatcher, worker and dead-letter recorder wired to a fresh queue pair; helpers run a job to its end."""
     from handlers import batch as handlers
 
     name = f"chunks-{request.node.name[:40].replace('[', '-').replace(']', '')}"
     queue_url, dlq_url = create_queues(sqs, name, max_receive_count=2, visibility_timeout=0)
-    monkeypatch.setenv("BATCH_QUEUE_URL", queue_url)
-    monkeypatch.setattr(handlers, "CHUNK_LINES", 100)
-    monkeypatch.setattr(handlers, "_service", service_for(published["bucket"]))
     bucket = published["bucket"]
+    monkeypatch.setattr(handlers.settings, "batch_queue_url", queue_url)
+    monkeypatch.setattr(handlers.settings, "batch_chunk_lines", 100)
+    monkeypatch.setattr(handlers.settings, "results_bucket", bucket)
+    service = service_for(bucket)
+    monkeypatch.setattr(handlers, "service", lambda: service)
     s3_trigger = S3Trigger(s3, bucket, handlers.dispatch_handler)
-    sqs_trigger = SqsTrigger(sqs, queue_url, handlers.worker_handler, batch_size=5)
+    worker = SqsTrigger(sqs, queue_url, handlers.worker_handler)
+    recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10)
 
     class Pipeline:
-        def run(self, name: str, body: bytes, max_polls: int = 50) -> dict:
+        def upload(self, name: str, body: bytes) -> None:
             s3.put_object(Bucket=bucket, Key=f"batch/in/{name}", Body=body)
             assert s3_trigger.poll_once() == 1
+
+        def drain(self, max_polls: int = 200) -> None:
             for _ in range(max_polls):
-                if not sqs_trigger.poll_once():
-                    break
-            job = name.rsplit(".", 1)[0]
-            summary = json.loads(s3.get_object(Bucket=bucket, Key=f"batch/out/{job}.summary.json")["Body"].read())
-            raw = s3.get_object(Bucket=bucket, Key=f"batch/out/{job}.jsonl")["Body"].read().decode()
-            return {"summary": summary, "lines": [json.loads(line) for line in raw.splitlines()]}
+                if not (worker.poll_once() + recorder.poll_once()):
+                    return
+            raise AssertionError("the queues did not drain")
+
+        def output(self, name: str) -> dict:
+            summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key(name))["Body"].read())
+            try:
+                raw = s3.get_object(Bucket=bucket, Key=batch.results_key(name))["Body"].read()
+            except s3.exceptions.NoSuchKey:
+                raw = None
+            lines = None if raw is None else [json.loads(line) for line in raw.split(b"\n") if line]
+            return {"summary": summary, "lines": lines, "raw": raw}
+
+        def run(self, name: str, body: bytes) -> dict:
+            self.upload(name, body)
+            self.drain()
+            return self.output(name)
 
     p = Pipeline()
-    p.bucket, p.queue_url, p.dlq_url, p.sqs_trigger, p.handlers = bucket, queue_url, dlq_url, sqs_trigger, handlers
+    p.bucket, p.queue_url, p.dlq_url, p.worker, p.handlers = bucket, queue_url, dlq_url, worker, handlers
+    p.s3_trigger = s3_trigger
     return p
 
 
@@ -73,8 +90,10 @@ def test_thousand_lines_with_one_percent_malformed(pipeline):
     summary, entries = out["summary"], out["lines"]
     assert len(entries) == 1000
     assert [e["line"] for e in entries] == list(range(1, 1001))  # every input line once, in order
+    assert summary["status"] == "complete"
     assert summary["lines"] == 1000 and summary["results"] == 990 and summary["errors"] == 10
     assert summary["chunks"] == 10 and summary["synthetic"] is True
+    assert summary["input"]["key"] == "batch/in/thousand.jsonl" and summary["input"]["etag"]
     errors = {e["line"] - 1: e for e in entries if "error" in e}
     assert set(errors) == set(malformed)
     assert errors[37]["id"] is None or errors[37]["id"] == "bad-json"
@@ -102,41 +121,47 @@ def test_csv_input(pipeline):
     assert third["id"] == "3" and "parameters column is not JSON" in third["error"]["error"]
 
 
-def test_redelivered_message_does_not_duplicate(pipeline, s3):
+def test_redelivered_message_does_not_duplicate(pipeline, s3, sqs):
     lines = b"\n".join(json.dumps({"id": i, "task": "headline", "parameters": {"max_new_tokens": 3}}).encode() for i in range(5))
-    first = pipeline.run("twice.jsonl", lines)
-    message = batch.ChunkMessage(bucket=pipeline.bucket, job="twice", input_key="batch/in/twice.jsonl", chunk=0, chunks=1)
-    event = {"Records": [{"messageId": "m1", "receiptHandle": "r1", "body": message.model_dump_json(), "attributes": {},
-                          "messageAttributes": {}, "md5OfBody": "", "eventSource": "aws:sqs",
-                          "eventSourceARN": "arn:aws:sqs:us-east-1:123456789012:q", "awsRegion": "us-east-1"}]}
-    from events import FakeContext
-
-    assert pipeline.handlers.worker_handler(event, FakeContext()) == {"batchItemFailures": []}
-    raw = s3.get_object(Bucket=pipeline.bucket, Key="batch/out/twice.jsonl")["Body"].read().decode().splitlines()
-    assert [json.loads(line)["id"] for line in raw] == [0, 1, 2, 3, 4] == [e["id"] for e in first["lines"]]
+    sent = []
+    original = batch.send_chunks
+    pipeline.handlers.batch.send_chunks = lambda sqs_, url, messages: (sent.extend(messages), original(sqs_, url, messages))
+    try:
+        first = pipeline.run("twice.jsonl", lines)
+    finally:
+        pipeline.handlers.batch.send_chunks = original
+    batch.send_chunks(sqs, pipeline.queue_url, sent)  # SQS delivers at least once
+    pipeline.drain()
+    again = pipeline.output("twice.jsonl")
+    assert [e["id"] for e in again["lines"]] == [0, 1, 2, 3, 4] == [e["id"] for e in first["lines"]]
+    assert again["summary"]["status"] == "complete" and again["summary"]["lines"] == 5
 
 
 def test_poison_message_goes_to_the_dlq_and_others_still_run(pipeline, sqs, s3):
     sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody="this is not a chunk message")
     out = pipeline.run("alongside.jsonl", json.dumps({"id": "ok", "task": "headline", "parameters": {"max_new_tokens": 3}}).encode())
     assert out["summary"]["results"] == 1
-    for _ in range(6):  # the poison message returns (visibility timeout 0) until its receive count is used up
-        pipeline.sqs_trigger.poll_once()
-    dead = sqs.receive_message(QueueUrl=pipeline.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
-    assert [m["Body"] for m in dead] == ["this is not a chunk message"]
     assert not sqs.receive_message(QueueUrl=pipeline.queue_url).get("Messages")
+    kept = [o["Key"] for o in s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="batch/work/dead/_unreadable/").get("Contents", [])]
+    assert len(kept) == 1  # the recorder kept the unreadable message instead of dropping it
+    body = json.loads(s3.get_object(Bucket=pipeline.bucket, Key=kept[0])["Body"].read())
+    assert body["body"] == "this is not a chunk message"
 
 
-def test_files_that_are_not_batch_inputs_are_left_alone(pipeline, s3):
-    s3.put_object(Bucket=pipeline.bucket, Key="batch/in/notes.txt", Body=b"hello")
-    from handlers.batch import dispatch_handler
-    from infra.local.triggers import s3_event
-    from events import FakeContext
-
-    assert dispatch_handler(s3_event(pipeline.bucket, "batch/in/notes.txt", 5, "x"), FakeContext()) == {"jobs": []}
-    assert s3.get_object(Bucket=pipeline.bucket, Key="batch/in/notes.txt")["Body"].read() == b"hello"
+def test_a_file_that_is_not_a_batch_input_gets_a_failed_summary(pipeline, s3):
+    out = pipeline.run("notes.txt", b"hello")
+    assert out["summary"]["status"] == "failed" and out["summary"]["error_type"] == "not_a_batch_input"
+    assert "jsonl" in out["summary"]["reason"] and out["lines"] is None
+    assert s3.get_object(Bucket=pipeline.bucket, Key="batch/in/notes.txt")["Body"].read() == b"hello"  # left alone
 
 
-def test_empty_file_still_gets_a_summary(pipeline):
+def test_blank_lines_each_get_an_output_line(pipeline):
     out = pipeline.run("empty.jsonl", b"\n\n")
-    assert out["lines"] == [] and out["summary"]["lines"] == 0 and out["summary"]["errors"] == 0
+    assert out["summary"]["status"] == "complete"
+    assert out["summary"]["lines"] == 2 and out["summary"]["skipped"] == 2 and out["summary"]["errors"] == 0
+    assert out["lines"] == [{"id": None, "line": 1, "skipped": "blank line"}, {"id": None, "line": 2, "skipped": "blank line"}]
+
+
+def test_an_empty_file_is_a_complete_job_of_no_lines(pipeline):
+    out = pipeline.run("nothing.jsonl", b"")
+    assert out["summary"]["status"] == "complete" and out["summary"]["lines"] == 0 and out["lines"] == []

@@ -106,14 +106,19 @@ def start_batch(endpoint: str):
     """The batch bucket, the chunk queue with its DLQ, and the local S3/SQS triggers for the batch functions."""
     import boto3
 
-    from handlers import batch as handlers
     from infra.local.triggers import Pollers, S3Trigger, SqsTrigger, create_queues
 
     s3, sqs = boto3.client("s3"), boto3.client("sqs")
     s3.create_bucket(Bucket=BATCH_BUCKET)
-    queue_url, _ = create_queues(sqs, BATCH_QUEUE, max_receive_count=3, visibility_timeout=60)
-    os.environ["BATCH_QUEUE_URL"] = queue_url
-    return Pollers(S3Trigger(s3, BATCH_BUCKET, handlers.dispatch_handler), SqsTrigger(sqs, queue_url, handlers.worker_handler)).start()
+    queue_url, dlq_url = create_queues(sqs, BATCH_QUEUE, max_receive_count=3, visibility_timeout=60)
+    os.environ.update(BATCH_QUEUE_URL=queue_url, RESULTS_BUCKET=BATCH_BUCKET)
+    from handlers import batch as handlers  # reads its settings at import, as in Lambda
+
+    return Pollers(
+        S3Trigger(s3, BATCH_BUCKET, handlers.dispatch_handler),
+        SqsTrigger(sqs, queue_url, handlers.worker_handler),
+        SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function_name="newsgen-batch-dead-letters"),
+    ).start()
 
 
 def _interrupt(signum, frame):

@@ -1,9 +1,10 @@
 """Local stand-ins for Lambda's event sources, so the batch functions run here as they do in AWS:
 
 - S3Trigger: new objects under batch/in/ → the dispatcher, with an S3 ObjectCreated event;
-- SqsTrigger: the chunk queue → the worker, with SQS events of up to `batch_size` records; messages the
-  worker reports in batchItemFailures stay on the queue, reappear after the visibility timeout, and SQS's
-  redrive policy moves them to the DLQ after maxReceiveCount, as the real event source mapping does.
+- SqsTrigger: a queue → a function, with SQS events of up to `batch_size` records (1 for the worker, as in
+  the template); messages the function reports in batchItemFailures stay on the queue, reappear after the
+  visibility timeout, and SQS's redrive policy moves them to the DLQ after maxReceiveCount, as the real
+  event source mapping does. The DLQ has its own trigger (the dead-letter recorder).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def create_queues(sqs, name: str, *, max_receive_count: int = 3, visibility_time
     return queue_url, dlq_url
 
 
-def s3_event(bucket: str, key: str, size: int, etag: str) -> dict:
+def s3_event(bucket: str, key: str, size: int, etag: str, sequencer: str | None = None) -> dict:
     return {
         "Records": [
             {
@@ -50,7 +51,7 @@ def s3_event(bucket: str, key: str, size: int, etag: str) -> dict:
                     "s3SchemaVersion": "1.0",
                     "configurationId": "batch-in",
                     "bucket": {"name": bucket, "ownerIdentity": {"principalId": "local"}, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": key, "size": size, "eTag": etag.strip('"'), "sequencer": f"{time.time_ns():X}"},
+                    "object": {"key": key, "size": size, "eTag": etag.strip('"'), "sequencer": sequencer or f"{time.time_ns():X}"},
                 },
             }
         ]
@@ -79,15 +80,17 @@ def sqs_event(messages: list[dict], queue_arn: str) -> dict:
 class S3Trigger:
     def __init__(self, s3, bucket: str, handler: Callable, prefix: str = "batch/in/"):
         self.s3, self.bucket, self.handler, self.prefix = s3, bucket, handler, prefix
-        self.seen: set[tuple[str, str]] = set()
+        self.seen: set[tuple] = set()
 
     def poll_once(self) -> int:
+        """Fire once per upload (a re-upload of the same bytes is a new upload, as S3 notifies it)."""
         fired = 0
         for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix):
             for obj in page.get("Contents", []):
-                if (obj["Key"], obj["ETag"]) in self.seen:
+                upload = (obj["Key"], obj["ETag"], obj["LastModified"])
+                if upload in self.seen:
                     continue
-                self.seen.add((obj["Key"], obj["ETag"]))
+                self.seen.add(upload)
                 self.handler(s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"]), LocalContext(
                     function_name="newsgen-batch-dispatch", deadline=time.monotonic() + 60))
                 fired += 1
@@ -95,9 +98,10 @@ class S3Trigger:
 
 
 class SqsTrigger:
-    def __init__(self, sqs, queue_url: str, handler: Callable, *, batch_size: int = 5, timeout_s: float = 900):
+    def __init__(self, sqs, queue_url: str, handler: Callable, *, batch_size: int = 1, timeout_s: float = 900,
+                 function_name: str = "newsgen-batch-worker"):
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
-        self.batch_size, self.timeout_s = batch_size, timeout_s
+        self.batch_size, self.timeout_s, self.function_name = batch_size, timeout_s, function_name
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     def poll_once(self, wait_s: int = 0) -> int:
@@ -110,7 +114,7 @@ class SqsTrigger:
         ).get("Messages", [])
         if not messages:
             return 0
-        context = LocalContext(function_name="newsgen-batch-worker", deadline=time.monotonic() + self.timeout_s)
+        context = LocalContext(function_name=self.function_name, deadline=time.monotonic() + self.timeout_s)
         try:
             response = self.handler(sqs_event(messages, self.queue_arn), context)
             failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
@@ -129,8 +133,8 @@ class SqsTrigger:
 class Pollers:
     """Runs triggers on a background thread until stopped."""
 
-    def __init__(self, s3_trigger: S3Trigger, sqs_trigger: SqsTrigger, interval_s: float = 1.0):
-        self.s3_trigger, self.sqs_trigger, self.interval_s = s3_trigger, sqs_trigger, interval_s
+    def __init__(self, s3_trigger: S3Trigger, *sqs_triggers: SqsTrigger, interval_s: float = 1.0):
+        self.s3_trigger, self.sqs_triggers, self.interval_s = s3_trigger, sqs_triggers, interval_s
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="newsgen-local-triggers", daemon=True)
 
@@ -145,7 +149,7 @@ class Pollers:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                busy = self.s3_trigger.poll_once() + self.sqs_trigger.poll_once()
+                busy = self.s3_trigger.poll_once() + sum(t.poll_once() for t in self.sqs_triggers)
             except Exception as exc:  # keep the local service up; the error is printed
                 print(f"local trigger error: {type(exc).__name__}: {exc}", flush=True)
                 busy = 0

@@ -34,6 +34,15 @@ class Settings(BaseSettings):
     time_margin_ms: int = Field(1500, ge=0, description="Kept free before the Lambda's deadline.")
     default_time_budget_ms: int = Field(25_000, ge=100, description="Time budget where no Lambda context says.")
     log_prompts: bool = False
+    # Batch jobs. A chunk is at most this many lines and this many tokens of generation (n × max_new_tokens
+    # × beams, 256 where unset): 16,384 tokens take about 150 s at the 110 tok/s that batch-1 decoding ran
+    # at 2048 MB (bench/power.json), a sixth of the worker's 900 s timeout.
+    batch_queue_url: str = Field("", description="The chunk queue (dispatcher, redrive).")
+    results_bucket: str = Field("", description="The batch bucket (where unreadable dead letters are kept).")
+    batch_chunk_lines: int = Field(50, ge=1, le=10_000)
+    batch_chunk_tokens: int = Field(16_384, ge=256)
+    batch_worker_margin_s: float = Field(
+        10.0, ge=0, description="Kept free before the worker's deadline to write the chunk's output.")
 
 
 def load_settings() -> Settings:
