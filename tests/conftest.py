@@ -137,3 +137,113 @@ def server(published, service_for, monkeypatch):
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def sqs(s3_endpoint):
+    import boto3
+
+    return boto3.client("sqs")
+
+
+@pytest.fixture
+def pipeline(published, service_for, batch_pipeline):
+    """The batch functions serving the published tiny models."""
+    return batch_pipeline(published["bucket"], service_for(published["bucket"]))
+
+
+@pytest.fixture
+def echo_pipeline(bucket, batch_pipeline):
+    """The batch functions over a service that echoes each prompt (no model): for the plumbing's edges."""
+    return batch_pipeline(bucket, EchoService())
+
+
+@pytest.fixture
+def batch_pipeline(sqs, s3, monkeypatch):
+    """Dispatcher, worker and dead-letter recorder wired to a fresh queue pair; helpers run a job to its end."""
+    import json
+
+    from handlers import batch as handlers
+    from infra.local.triggers import S3Trigger, SqsTrigger, create_queues
+    from newsgen import batch
+
+    def make(bucket: str, service):
+        name = f"chunks-{uuid.uuid4().hex[:12]}"
+        queue_url, dlq_url = create_queues(sqs, name, max_receive_count=2, visibility_timeout=0)
+        monkeypatch.setattr(handlers.settings, "batch_queue_url", queue_url)
+        monkeypatch.setattr(handlers.settings, "batch_chunk_lines", 100)
+        monkeypatch.setattr(handlers.settings, "results_bucket", bucket)
+        monkeypatch.setattr(handlers, "service", lambda: service)
+        s3_trigger = S3Trigger(s3, bucket, handlers.dispatch_handler)
+        worker = SqsTrigger(sqs, queue_url, handlers.worker_handler)
+        recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10)
+
+        class Pipeline:
+            def upload(self, name: str, body: bytes) -> None:
+                s3.put_object(Bucket=bucket, Key=f"batch/in/{name}", Body=body)
+                assert s3_trigger.poll_once() == 1
+
+            def drain(self, max_polls: int = 200) -> None:
+                for _ in range(max_polls):
+                    if not (worker.poll_once() + recorder.poll_once()):
+                        return
+                raise AssertionError("the queues did not drain")
+
+            def output(self, name: str) -> dict:
+                summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key(name))["Body"].read())
+                try:
+                    raw = s3.get_object(Bucket=bucket, Key=batch.results_key(name))["Body"].read()
+                except s3.exceptions.NoSuchKey:
+                    raw = None
+                lines = None if raw is None else [json.loads(line) for line in raw.split(b"\n") if line]
+                return {"summary": summary, "lines": lines, "raw": raw}
+
+            def run(self, name: str, body: bytes) -> dict:
+                self.upload(name, body)
+                self.drain()
+                return self.output(name)
+
+        p = Pipeline()
+        p.bucket, p.queue_url, p.dlq_url, p.handlers, p.s3_trigger = bucket, queue_url, dlq_url, handlers, s3_trigger
+        return p
+
+    return make
+
+
+class EchoService:
+    """The news service's batch interface without a model: each text is the prompt (or headline) followed
+    by `suffix`, so that tests can check what went in against what came out, whatever the characters."""
+
+    def __init__(self, suffix: str = " · echo", finish_reason: str = "length"):
+        self.suffix, self.finish_reason, self.calls = suffix, finish_reason, 0
+
+    def _text(self, prompt):
+        from newsgen.schemas import GeneratedText
+
+        return GeneratedText(text=(prompt or "") + self.suffix, finish_reason=self.finish_reason, generated_tokens=1)
+
+    def _response(self, task, texts):
+        from newsgen.schemas import GenerationResponse, ModelRef, Provenance
+
+        ref = ModelRef(task=task, version="echo")
+        provenance = Provenance(models=[ref], parameters={}, seed=None, created_at="2026-01-01T00:00:00+00:00")
+        return GenerationResponse(results=texts, model=ref, provenance=provenance)
+
+    def headlines_many(self, prompts, n, params, deadline=None):
+        self.calls += 1
+        return [self._response("headline", [self._text(p) for _ in range(n)]) for p in prompts]
+
+    def articles_many(self, headlines, n, params, deadline=None):
+        self.calls += 1
+        return [self._response("article", [self._text(h) for _ in range(n)]) for h in headlines]
+
+    def news_many(self, prompts, n, params, deadline=None):
+        from newsgen.schemas import NewsItem, NewsResponse
+
+        self.calls += 1
+        out = []
+        for p in prompts:
+            first = self._response("headline", [self._text(p)])
+            items = [NewsItem(headline=self._text(p), article=self._text(p)) for _ in range(n)]
+            out.append(NewsResponse(results=items, model=[first.model], provenance=first.provenance))
+        return out

@@ -3,65 +3,7 @@ all against a moto server over HTTP, driven by the same local triggers that `mak
 
 import json
 
-import pytest
-
-from infra.local.triggers import S3Trigger, SqsTrigger, create_queues
 from newsgen import batch
-
-
-@pytest.fixture
-def sqs(s3_endpoint):
-    import boto3
-
-    return boto3.client("sqs")
-
-
-@pytest.fixture
-def pipeline(published, service_for, sqs, s3, monkeypatch, request):
-    """Dispatcher, worker and dead-letter recorder wired to a fresh queue pair; helpers run a job to its end."""
-    from handlers import batch as handlers
-
-    name = f"chunks-{request.node.name[:40].replace('[', '-').replace(']', '')}"
-    queue_url, dlq_url = create_queues(sqs, name, max_receive_count=2, visibility_timeout=0)
-    bucket = published["bucket"]
-    monkeypatch.setattr(handlers.settings, "batch_queue_url", queue_url)
-    monkeypatch.setattr(handlers.settings, "batch_chunk_lines", 100)
-    monkeypatch.setattr(handlers.settings, "results_bucket", bucket)
-    service = service_for(bucket)
-    monkeypatch.setattr(handlers, "service", lambda: service)
-    s3_trigger = S3Trigger(s3, bucket, handlers.dispatch_handler)
-    worker = SqsTrigger(sqs, queue_url, handlers.worker_handler)
-    recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10)
-
-    class Pipeline:
-        def upload(self, name: str, body: bytes) -> None:
-            s3.put_object(Bucket=bucket, Key=f"batch/in/{name}", Body=body)
-            assert s3_trigger.poll_once() == 1
-
-        def drain(self, max_polls: int = 200) -> None:
-            for _ in range(max_polls):
-                if not (worker.poll_once() + recorder.poll_once()):
-                    return
-            raise AssertionError("the queues did not drain")
-
-        def output(self, name: str) -> dict:
-            summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key(name))["Body"].read())
-            try:
-                raw = s3.get_object(Bucket=bucket, Key=batch.results_key(name))["Body"].read()
-            except s3.exceptions.NoSuchKey:
-                raw = None
-            lines = None if raw is None else [json.loads(line) for line in raw.split(b"\n") if line]
-            return {"summary": summary, "lines": lines, "raw": raw}
-
-        def run(self, name: str, body: bytes) -> dict:
-            self.upload(name, body)
-            self.drain()
-            return self.output(name)
-
-    p = Pipeline()
-    p.bucket, p.queue_url, p.dlq_url, p.worker, p.handlers = bucket, queue_url, dlq_url, worker, handlers
-    p.s3_trigger = s3_trigger
-    return p
 
 
 def test_thousand_lines_with_one_percent_malformed(pipeline):
@@ -165,3 +107,15 @@ def test_blank_lines_each_get_an_output_line(pipeline):
 def test_an_empty_file_is_a_complete_job_of_no_lines(pipeline):
     out = pipeline.run("nothing.jsonl", b"")
     assert out["summary"]["status"] == "complete" and out["summary"]["lines"] == 0 and out["lines"] == []
+
+
+def test_a_chunk_without_time_left_is_never_stored_as_results(pipeline, monkeypatch):
+    """The old worker gave later chunks of an invocation the 0.05 s minimum budget and stored their 1-token
+    texts as results (finish_reason "time"). Now such a chunk is retried, then reported as failed."""
+    service = pipeline.handlers.service()
+    monkeypatch.setattr(service, "_budget", lambda deadline, share=1.0: 0.0)  # no time left for generation
+    body = b"\n".join(json.dumps({"id": i, "task": "headline", "parameters": {"max_new_tokens": 20}}).encode() for i in range(2))
+    out = pipeline.run("late.jsonl", body)
+    assert out["summary"]["status"] == "partial" and out["summary"]["results"] == 0
+    assert out["summary"]["failed_lines"] == [[1, 2]]
+    assert all(e["error"]["error_type"] == "chunk_failed" and "time" in e["error"]["error"] for e in out["lines"])

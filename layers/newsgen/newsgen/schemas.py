@@ -58,8 +58,6 @@ def _clean_text(value: str | None, field: str) -> str | None:
         return None
     if any(ord(ch) < 32 and ch not in "\t\n" for ch in value) or "\x7f" in value:
         raise ValueError(f"{field} contains control characters")
-    if any("\ud800" <= ch <= "\udfff" for ch in value):
-        raise ValueError(f"{field} contains an unpaired surrogate (a \\ud800-\\udfff escape that is not half of a pair)")
     return value
 
 
