@@ -1,6 +1,7 @@
 """The SAM template: valid (cfn-lint with the SAM transform), least privilege, safe defaults, and consistent
 with the code it deploys."""
 
+import fnmatch
 import importlib
 import re
 import subprocess
@@ -179,8 +180,9 @@ def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_p
 
 def test_sam_transform_output(transformed):
     out = transformed["Resources"]
-    mapping = next(r for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping")["Properties"]
-    assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    mappings = [r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
+    assert len(mappings) == 2  # the chunk queue → worker, the dead-letter queue → recorder
+    assert all(m["FunctionResponseTypes"] == ["ReportBatchItemFailures"] for m in mappings)
     assert any(r["Type"] == "AWS::ApiGateway::UsagePlan" for r in out.values())
     assert any(r["Type"] == "AWS::Lambda::LayerVersion" for r in out.values())
     roles = [r["Properties"] for r in out.values() if r["Type"] == "AWS::IAM::Role"]
@@ -193,20 +195,20 @@ def test_sam_transform_output(transformed):
 
 def test_iam_least_privilege(template):
     functions = resources(template, "AWS::Serverless::Function")
-    assert set(functions) == {"ApiFunction", "BatchDispatchFunction", "BatchWorkerFunction"}
+    assert set(functions) == {"ApiFunction", *BATCH_FUNCTIONS}
     for name, function in functions.items():
         for statement in statements(function):
             actions = as_list(statement["Action"])
             targets = [flat(r) for r in as_list(statement["Resource"])]
             assert "*" not in actions and not any(a.endswith(":*") for a in actions), (name, actions)
             assert not any(t.strip() in ("*", "'*'") for t in targets), (name, targets)
-            writes = [a for a in actions if a in ("s3:PutObject", "s3:DeleteObject")]
+            writes = [a for a in actions if a in ("s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")]
             if writes:
-                assert all("/batch/out/*" in t for t in targets), (name, statement)
+                assert all("/batch/out/*" in t or "/batch/work/*" in t for t in targets), (name, statement)
             if any("ModelPrefix" in t for t in targets):
                 assert actions == ["s3:GetObject"] or actions == "s3:GetObject", (name, statement)
             if "s3:ListBucket" in actions:
-                assert statement["Condition"]["StringLike"]["s3:prefix"] == "batch/out/*"
+                assert set(as_list(statement["Condition"]["StringLike"]["s3:prefix"])) <= {"batch/work/*", "batch/out/*"}
     api_actions = {a for s in statements(functions["ApiFunction"]) for a in as_list(s["Action"])}
     assert api_actions == {"s3:GetObject"}  # the API only reads models
 
@@ -217,7 +219,8 @@ def test_buckets_encrypted_and_private(template):
         assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], name
         assert all(props["PublicAccessBlockConfiguration"].values()), name
     results = template["Resources"]["ResultsBucket"]["Properties"]
-    assert {r["Prefix"] for r in results["LifecycleConfiguration"]["Rules"] if "Prefix" in r} >= {"batch/out/_work/", "batch/in/"}
+    expiry = {r["Prefix"]: r["ExpirationInDays"] for r in results["LifecycleConfiguration"]["Rules"] if "Prefix" in r}
+    assert expiry["batch/work/"] == 7 and "batch/in/" in expiry and "batch/out/_work/" not in expiry
 
 
 def test_api_timeouts_auth_and_throttling(template):
@@ -307,7 +310,9 @@ def test_local_emulation_matches_the_template(template):
     """`make invoke` runs each function with the memory, timeout and environment the template gives it."""
     from infra.local.rie import FUNCTIONS
 
-    names = {"api": "ApiFunction", "batch-dispatch": "BatchDispatchFunction", "batch-worker": "BatchWorkerFunction"}
+    names = {"api": "ApiFunction", "batch-dispatch": "BatchDispatchFunction", "batch-worker": "BatchWorkerFunction",
+             "batch-dead-letters": "BatchDeadLetterRecorderFunction"}
+    assert set(FUNCTIONS) == set(names)
     for local, logical in names.items():
         handler, memory_mb, timeout_s, env = FUNCTIONS[local]
         props = template["Resources"][logical]["Properties"]
@@ -317,3 +322,161 @@ def test_local_emulation_matches_the_template(template):
         assert (memory_mb, timeout_s) == (memory, props["Timeout"]), local
         assert env.items() <= props["Environment"]["Variables"].items(), local
         assert handler in (props.get("ImageConfig", {}).get("Command", [""])[0], "handlers." + props.get("Handler", ""))
+
+
+# --- the batch path as CloudFormation deploys it (the SAM translator's output) ------------------------------
+BATCH_FUNCTIONS = ("BatchDispatchFunction", "BatchWorkerFunction", "BatchDeadLetterRecorderFunction")
+READS = {"s3:GetObject", "s3:ListBucket"}
+
+
+def mapping_of(out: dict, function: str) -> dict:
+    """The one SQS event source mapping of a function."""
+    found = [r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+             and r["Properties"]["FunctionName"] == {"Ref": function}]
+    assert len(found) == 1, (function, found)
+    return found[0]
+
+
+def role_statements(out: dict, function: str) -> list[dict]:
+    """Every inline policy statement of a function's execution role (SAM's and the template's)."""
+    role = out[function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    return [s for p in out[role]["Properties"].get("Policies", []) for s in as_list(p["PolicyDocument"]["Statement"])]
+
+
+def arn_text(resource) -> str:
+    if isinstance(resource, dict) and "Fn::Sub" in resource:
+        inner = resource["Fn::Sub"]
+        return inner if isinstance(inner, str) else inner[0]
+    return resource if isinstance(resource, str) else flat(resource)
+
+
+RESULTS = "${AWS::StackName}-results-${AWS::AccountId}-${AWS::Region}"
+
+
+def results_keys(statement: dict) -> list[str]:
+    """The key patterns a statement names in the results bucket ("*" for a resource of "*")."""
+    keys = []
+    for resource in as_list(statement.get("Resource", [])):
+        text = arn_text(resource)
+        if text == "*":
+            keys.append("*")
+        elif text.startswith(f"arn:${{AWS::Partition}}:s3:::{RESULTS}/"):
+            keys.append(text.split(f"{RESULTS}/", 1)[1])
+    return keys
+
+
+def s3_grants(out: dict, function: str) -> dict[str, set[str]]:
+    """action → the results-bucket key patterns it is allowed on; s3:ListBucket → its allowed prefixes."""
+    grants: dict[str, set[str]] = {}
+    for statement in role_statements(out, function):
+        if statement["Effect"] != "Allow":
+            continue
+        for action in as_list(statement["Action"]):
+            if not action.lower().startswith("s3:"):
+                continue
+            if action == "s3:ListBucket":
+                prefixes = statement.get("Condition", {}).get("StringLike", {}).get("s3:prefix", "*")
+                grants.setdefault(action, set()).update(as_list(prefixes))
+            else:
+                grants.setdefault(action, set()).update(results_keys(statement))
+    return grants
+
+
+def test_chunk_queue_visibility_covers_six_worker_timeouts(transformed):
+    out = transformed["Resources"]
+    worker = out["BatchWorkerFunction"]["Properties"]
+    queue = out["BatchQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"]["deadLetterTargetArn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}
+    # Lambda refuses an SQS event source whose visibility timeout is under the function's timeout.
+    recorder = out["BatchDeadLetterRecorderFunction"]["Properties"]
+    assert out["BatchDeadLetterQueue"]["Properties"]["VisibilityTimeout"] >= 6 * recorder["Timeout"]
+    assert out["BatchDeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] > queue["MessageRetentionPeriod"]
+
+
+def test_worker_takes_one_chunk_per_invocation(transformed):
+    mapping = mapping_of(transformed["Resources"], "BatchWorkerFunction")
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["BatchQueue", "Arn"]}
+    assert mapping["BatchSize"] == 1  # each chunk gets the whole timeout
+    assert mapping["ScalingConfig"]["MaximumConcurrency"] >= 2
+
+
+def test_dead_letter_recorder_consumes_the_dead_letter_queue(transformed):
+    out = transformed["Resources"]
+    mapping = mapping_of(out, "BatchDeadLetterRecorderFunction")
+    assert mapping["EventSourceArn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}
+    assert mapping["BatchSize"] == 10 and mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    recorder = out["BatchDeadLetterRecorderFunction"]["Properties"]
+    assert recorder["Handler"] == "batch.dead_letter_handler" and recorder["Runtime"] == "python3.12"
+    assert recorder["Layers"] and "PackageType" not in recorder  # Zip on the layer: no torch
+    assert recorder["Environment"]["Variables"]["RESULTS_BUCKET"] == {"Ref": "ResultsBucket"}
+    assert "RESULTS_BUCKET" in {name.upper() for name in importlib.import_module("newsgen.settings").Settings.model_fields}
+    consumers = {r["Properties"]["FunctionName"]["Ref"] for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
+                 and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}}
+    assert consumers == {"BatchDeadLetterRecorderFunction"}
+    assert out["BatchDeadLetterRecorderFunctionLogs"]["Properties"]["LogGroupName"] == {
+        "Fn::Sub": "/aws/lambda/${BatchDeadLetterRecorderFunction}"}
+
+
+def test_dead_letter_alarm_notifies_the_alert_topic(transformed):
+    stack = deployed(transformed, {})
+    out = stack["Resources"]
+    alarm = out["BatchDeadLetterAlarm"]["Properties"]
+    assert out["BatchAlertTopic"]["Type"] == "AWS::SNS::Topic"
+    assert alarm["AlarmActions"] == [{"Ref": "BatchAlertTopic"}] and alarm["OKActions"] == [{"Ref": "BatchAlertTopic"}]
+    # The recorder empties the queue within seconds: count what it received, not what stays visible.
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/SQS", "NumberOfMessagesReceived", "Sum")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["BatchDeadLetterQueue", "QueueName"]}}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["Period"]) == (0, "GreaterThanThreshold", 300)
+    assert stack["Outputs"]["BatchAlertTopic"]["Value"] == {"Ref": "BatchAlertTopic"}
+    assert stack["Outputs"]["BatchDeadLetterQueueUrl"]["Value"] == {"Ref": "BatchDeadLetterQueue"}
+
+
+@pytest.mark.parametrize("email", ["", "ops@example.com"])
+def test_alert_email_is_subscribed_only_when_given(transformed, email):
+    out = deployed(transformed, {"AlertEmail": email})["Resources"]
+    subscriptions = [r["Properties"] for r in out.values() if r["Type"] == "AWS::SNS::Subscription"]
+    if not email:
+        assert subscriptions == []
+        return
+    assert subscriptions == [{"TopicArn": {"Ref": "BatchAlertTopic"}, "Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}]
+    pattern = transformed["Parameters"]["AlertEmail"]["AllowedPattern"]
+    assert re.fullmatch(pattern, email) and re.fullmatch(pattern, "") and not re.fullmatch(pattern, "not an address")
+
+
+def test_dispatcher_failures_go_to_the_alert_topic(transformed):
+    out = transformed["Resources"]
+    configs = [r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+               and r["Properties"]["FunctionName"] == {"Ref": "BatchDispatchFunction"}]
+    assert len(configs) == 1
+    config = configs[0]
+    assert config["MaximumRetryAttempts"] == 2
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": "BatchAlertTopic"}
+    publish = [s for s in role_statements(out, "BatchDispatchFunction") if "sns:publish" in {a.lower() for a in as_list(s["Action"])}]
+    assert publish and all(s["Resource"] == {"Ref": "BatchAlertTopic"} for s in publish)
+    assert out["BatchDispatchFunction"]["Properties"]["Timeout"] >= 300  # it streams inputs of up to 256 MiB
+
+
+@pytest.mark.parametrize("function", BATCH_FUNCTIONS)
+def test_batch_function_s3_rights_cover_the_work_files(transformed, function):
+    grants = s3_grants(transformed["Resources"], function)
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):
+        assert {"batch/out/*", "batch/work/*"} <= grants.get(action, set()), (function, action, grants)
+    assert "batch/in/*" in grants["s3:GetObject"]
+    assert "batch/work/*" in grants.get("s3:ListBucket", set()), grants
+    assert grants["s3:ListBucket"] <= {"batch/work/*", "batch/out/*"}, grants
+    if function != "BatchDispatchFunction":  # they may assemble a job: its results are a multipart upload
+        assert grants.get("s3:AbortMultipartUpload") == {"batch/out/*"}, grants
+
+
+def test_no_function_can_write_the_inputs(transformed):
+    out = transformed["Resources"]
+    functions = [name for name, r in out.items() if r["Type"] == "AWS::Lambda::Function"]
+    assert set(BATCH_FUNCTIONS) <= set(functions)
+    for function in functions:
+        for statement in role_statements(out, function):
+            actions = {a for a in as_list(statement["Action"]) if a.lower().startswith("s3:") or a == "*"}
+            if statement["Effect"] != "Allow" or actions <= READS:
+                continue
+            for key in results_keys(statement):
+                assert not fnmatch.fnmatchcase("batch/in/a/prompts.jsonl", key), (function, statement)

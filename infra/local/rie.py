@@ -9,12 +9,13 @@ with a real Lambda context (request id, deadline from AWS_LAMBDA_FUNCTION_TIMEOU
     with emulated_function("handlers.api.lambda_handler", env) as invoke:
         response = invoke(event)            # what Lambda would return to API Gateway
 
-`make invoke EVENT=events/api-headlines.json FUNCTION=api|batch-dispatch|batch-worker` runs the CLI below
-against the local S3 of a running `make run` (127.0.0.1:5001: models in s3://newsgen-models/models/, batch
-files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). Batch events are passed verbatim, so the
-objects they name must exist there (the bundled events/s3-batch-in.json and sqs-batch-chunk.json name the
-deployed stack's bucket; edit the bucket and key). Note that `make run`'s own S3/SQS pollers also act on
-new batch/in/ objects and on the chunk queue.
+`make invoke EVENT=events/api-headlines.json FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters` runs
+the CLI below against the local S3 of a running `make run` (127.0.0.1:5001: models in s3://newsgen-models/models/,
+batch files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). Batch events are passed verbatim, so the
+objects they name must exist there (the bundled events/s3-batch-in.json and sqs-batch-chunk.json name
+s3://newsgen-batch/batch/in/prompts.jsonl; the dispatcher reads it only if the event's eTag is the object's,
+and the chunk message's byte range must be that file's). Note that `make run`'s own S3/SQS pollers also act
+on new batch/in/ objects and on the chunk queue.
 
 Everything listens on 127.0.0.1 only; the emulator and the runtime are stopped by PID on exit.
 """
@@ -49,11 +50,18 @@ HOST = "127.0.0.1"
 FUNCTIONS: dict[str, tuple[str, int, int, dict[str, str]]] = {
     "api": ("handlers.api.lambda_handler", 2048, 28,
             {"POWERTOOLS_SERVICE_NAME": "newsgen-api", "PRELOAD_MODELS": "true", "TIME_MARGIN_MS": "1500"}),
-    "batch-dispatch": ("handlers.batch.dispatch_handler", 512, 120,
-                       {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50"}),
+    "batch-dispatch": ("handlers.batch.dispatch_handler", 512, 300,
+                       {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50",
+                        "BATCH_CHUNK_TOKENS": "16384"}),
     "batch-worker": ("handlers.batch.worker_handler", 2048, 900,
                      {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-worker", "PRELOAD_MODELS": "true"}),
+    "batch-dead-letters": ("handlers.batch.dead_letter_handler", 512, 120,
+                           {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dead-letters"}),
 }
+# The settings each function reads from names the template gives as references (newsgen.settings.Settings):
+# local_env sets them from its arguments.
+QUEUE_URL_VAR = "BATCH_QUEUE_URL"  # the dispatcher's chunk queue
+RESULTS_BUCKET_VAR = "RESULTS_BUCKET"  # the dead-letter recorder's bucket (unreadable messages are kept there)
 
 
 class RieError(RuntimeError):
@@ -252,7 +260,7 @@ def emulated_function(
 
 
 def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: str, cache_dir: Path,
-              queue_url: str | None = None) -> dict[str, str]:
+              queue_url: str | None = None, results_bucket: str | None = None) -> dict[str, str]:
     """The environment of a function that talks to a local S3/SQS (moto) at `endpoint`."""
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -269,7 +277,9 @@ def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: 
         **FUNCTIONS[function][3],
     }
     if queue_url:
-        env["BATCH_QUEUE_URL"] = queue_url
+        env[QUEUE_URL_VAR] = queue_url
+    if results_bucket:
+        env[RESULTS_BUCKET_VAR] = results_bucket
     return env
 
 
@@ -283,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-bucket", default=BUCKET)
     parser.add_argument("--model-prefix", default=PREFIX)
     parser.add_argument("--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: the URL of {BATCH_QUEUE} at --endpoint)")
+    parser.add_argument("--results-bucket", default=BATCH_BUCKET, help="RESULTS_BUCKET of the dead-letter recorder")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".newsgen" / "rie" / "cache")
     parser.add_argument("--port", type=int, default=None, help="the emulator's port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--timeout", type=int, default=None, help="AWS_LAMBDA_FUNCTION_TIMEOUT (default: template.yaml's)")
@@ -310,7 +321,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: the local S3/SQS at {args.endpoint} is not ready ({exc}); start `make run` first "
                  f"(it serves s3://{args.model_bucket}, s3://{BATCH_BUCKET} and the {BATCH_QUEUE} queue)")
     env = local_env(args.endpoint, args.function, model_bucket=args.model_bucket, model_prefix=args.model_prefix,
-                    cache_dir=args.cache_dir.resolve(), queue_url=queue_url)
+                    cache_dir=args.cache_dir.resolve(), queue_url=queue_url,
+                    results_bucket=args.results_bucket if args.function == "batch-dead-letters" else None)
     log = subprocess.DEVNULL if args.quiet else sys.stderr
     try:
         with emulated_function(handler, env, args.port, function_name=f"newsgen-{args.function}", memory_mb=memory_mb,
