@@ -10,7 +10,7 @@ PORT ?= 3000
 S3_PORT ?= 5001
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test clean openapi batch fuzz sam-local bench bench-memory load
+.PHONY: help venv run test clean openapi batch redrive fuzz sam-local bench bench-memory bench-batch load
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -83,9 +83,12 @@ train-remote:  ## print the `aws cloudformation deploy` that runs the GPU traini
 	  command -v aws >/dev/null || { echo "error: the aws CLI is not installed" >&2; exit 2; }; \
 	  $(TRAIN_DEPLOY)
 
-batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of a running `make run` and wait for its output
+batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of a running `make run` and wait for its answer
 	@test -n "$(FILE)" || { echo "usage: make batch FILE=prompts.jsonl (one request per line: {id, task, prompt|headline, n, parameters})"; exit 2; }
-	$(PY) -m infra.local.batch $(FILE)
+	$(PY) -m infra.local.batch --endpoint http://127.0.0.1:$(S3_PORT) submit $(FILE)
+
+redrive: $(STAMP)  ## send the dead chunks of `make run`'s batch jobs back to the chunk queue (JOB=<id> for one job)
+	$(PY) -m infra.local.batch --endpoint http://127.0.0.1:$(S3_PORT) redrive $(if $(JOB),--job $(JOB))
 
 # --- the real Lambda runtime path, without Docker: RIE + awslambdaric (infra/local/rie.py) -------------------
 # The Lambda Runtime Interface Emulator comes in the aws-sam-cli wheel; the SAM CLI pins boto3, click and

@@ -204,7 +204,8 @@ def batch_pipeline(sqs, s3, monkeypatch):
                 return self.output(name)
 
         p = Pipeline()
-        p.bucket, p.queue_url, p.dlq_url, p.handlers, p.s3_trigger = bucket, queue_url, dlq_url, handlers, s3_trigger
+        p.bucket, p.queue_url, p.dlq_url, p.handlers = bucket, queue_url, dlq_url, handlers
+        p.s3_trigger, p.worker, p.recorder = s3_trigger, worker, recorder
         return p
 
     return make

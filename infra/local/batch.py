@@ -1,5 +1,7 @@
 """`make batch FILE=prompts.jsonl`: drop a prompts file into the local S3 of a running `make run` and wait
-for its output, as a user would with `aws s3 cp` against the deployed stack."""
+for its answer, as a user would with `aws s3 cp` against the deployed stack. `make redrive` sends the dead
+chunks of failed jobs back to the chunk queue (`--bucket`/`--queue-url` and no `--endpoint` for a deployed
+stack, with the stack's ResultsBucket and BatchQueueUrl outputs)."""
 
 from __future__ import annotations
 
@@ -9,49 +11,87 @@ import sys
 import time
 from pathlib import Path
 
-from infra.local.run import BATCH_BUCKET
+from infra.local.run import BATCH_BUCKET, BATCH_QUEUE
+
+LOCAL_S3 = "http://127.0.0.1:5001"
+
+
+def clients(endpoint: str | None):
+    import boto3
+    from botocore.config import Config
+
+    local = {"endpoint_url": endpoint, "aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint else {}
+    config = Config(retries={"max_attempts": 1})
+    return (boto3.client("s3", region_name="us-east-1", config=config, **local),
+            boto3.client("sqs", region_name="us-east-1", config=config, **local))
+
+
+def submit(args) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from newsgen import batch
+
+    if not args.file.is_file():
+        sys.exit(f"error: FILE={args.file}: no such file")
+    s3, _ = clients(args.endpoint)
+    key = f"{batch.IN_PREFIX}{args.file.name}"
+    try:
+        etag = s3.put_object(Bucket=args.bucket, Key=key, Body=args.file.read_bytes())["ETag"].strip('"')
+    except (BotoCoreError, ClientError) as exc:
+        sys.exit(f"error: cannot reach s3://{args.bucket} at {args.endpoint} ({exc}); start `make run` first")
+    print(f"uploaded s3://{args.bucket}/{key}; waiting for {batch.summary_key(args.file.name)} …", flush=True)
+    deadline = time.monotonic() + args.timeout
+    summary: dict = {}
+    while time.monotonic() < deadline:
+        try:
+            summary = json.loads(s3.get_object(Bucket=args.bucket, Key=batch.summary_key(args.file.name))["Body"].read())
+        except s3.exceptions.NoSuchKey:
+            summary = {}
+        # The answer to this upload, not to an earlier one of the same name.
+        if summary.get("input", {}).get("etag") == etag and summary["status"] != "running":
+            break
+        time.sleep(1)
+    else:
+        sys.exit(f"error: no answer after {args.timeout:.0f}s (last summary: {summary.get('status', 'none')}); "
+                 "see the `make run` output")
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    if summary["status"] == "failed":
+        sys.exit(f"error: the job failed: {summary.get('reason')}")
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    local = args.output_dir / f"{args.file.name}.results.jsonl"  # the whole name: x.csv and x.jsonl differ
+    s3.download_file(args.bucket, batch.results_key(args.file.name), str(local))
+    print(f"output: {local}")
+
+
+def redrive(args) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from newsgen import batch
+
+    s3, sqs = clients(args.endpoint)
+    try:
+        queue_url = args.queue_url or sqs.get_queue_url(QueueName=BATCH_QUEUE)["QueueUrl"]
+        sent = batch.redrive(s3, args.bucket, lambda messages: batch.send_chunks(sqs, queue_url, messages), args.job)
+    except (BotoCoreError, ClientError) as exc:
+        sys.exit(f"error: cannot reach the batch bucket or queue ({exc}); start `make run` first")
+    print(f"sent {sent} dead chunk(s) back to the chunk queue" + (f" (job {args.job})" if args.job else ""))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="make batch", description=__doc__.splitlines()[0])
-    parser.add_argument("file", type=Path, help="a .jsonl or .csv prompts file")
-    parser.add_argument("--endpoint", default="http://127.0.0.1:5001", help="the local S3 of `make run`")
-    parser.add_argument("--timeout", type=float, default=1800)
-    parser.add_argument("--output-dir", type=Path, default=Path(".newsgen/batch"))
+    parser = argparse.ArgumentParser(prog="python -m infra.local.batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--endpoint", default=LOCAL_S3, help="S3/SQS endpoint; '' for AWS (default: make run's)")
+    parser.add_argument("--bucket", default=BATCH_BUCKET, help="the batch bucket (default: make run's)")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("submit", help="upload a prompts file and wait for its answer")
+    run.add_argument("file", type=Path, help="a .jsonl or .csv prompts file")
+    run.add_argument("--timeout", type=float, default=1800)
+    run.add_argument("--output-dir", type=Path, default=Path(".newsgen/batch"))
+    again = commands.add_parser("redrive", help="send dead chunks back to the chunk queue")
+    again.add_argument("--job", default=None, help="one job's id (its summary's `job`); default: all")
+    again.add_argument("--queue-url", default=None, help="the chunk queue (default: make run's)")
     args = parser.parse_args(argv)
-    if not args.file.is_file():
-        parser.error(f"FILE={args.file}: no such file")
-    if args.file.suffix not in (".jsonl", ".csv"):
-        parser.error(f"FILE={args.file}: expected a .jsonl or .csv file")
-
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import ClientError, EndpointConnectionError
-
-    s3 = boto3.client("s3", endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="local",
-                      aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}))
-    key = f"batch/in/{args.file.name}"
-    job = args.file.stem
-    try:
-        s3.delete_object(Bucket=BATCH_BUCKET, Key=f"batch/out/{job}.summary.json")
-        s3.upload_file(str(args.file), BATCH_BUCKET, key)
-    except (EndpointConnectionError, ClientError) as exc:
-        sys.exit(f"error: cannot reach the local S3 at {args.endpoint} ({exc}); start `make run` first")
-    print(f"uploaded s3://{BATCH_BUCKET}/{key}; waiting for batch/out/{job}.summary.json …", flush=True)
-    deadline = time.monotonic() + args.timeout
-    while time.monotonic() < deadline:
-        try:
-            summary = json.loads(s3.get_object(Bucket=BATCH_BUCKET, Key=f"batch/out/{job}.summary.json")["Body"].read())
-            break
-        except s3.exceptions.NoSuchKey:
-            time.sleep(1)
-    else:
-        sys.exit(f"error: no summary after {args.timeout:.0f}s; see the `make run` output")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    local = args.output_dir / f"{job}.jsonl"
-    s3.download_file(BATCH_BUCKET, f"batch/out/{job}.jsonl", str(local))
-    print(json.dumps(summary, indent=2))
-    print(f"output: {local}")
+    args.endpoint = args.endpoint or None
+    {"submit": submit, "redrive": redrive}[args.command](args)
 
 
 if __name__ == "__main__":
