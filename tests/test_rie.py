@@ -52,9 +52,9 @@ def emulator() -> Path:
 
 @pytest.fixture
 def function_env(emulator, published, s3_endpoint, tmp_path):
-    def make(function: str, **extra: str) -> dict[str, str]:
+    def make(function: str, queue_url: str | None = None, results_bucket: str | None = None, **extra: str) -> dict[str, str]:
         env = rie.local_env(s3_endpoint, function, model_bucket=published["bucket"], model_prefix=published["prefix"],
-                            cache_dir=tmp_path / f"cache-{function}")
+                            cache_dir=tmp_path / f"cache-{function}", queue_url=queue_url, results_bucket=results_bucket)
         return {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
 
     return make
@@ -105,8 +105,39 @@ def test_api_under_the_runtime_emulator(function_env):
     assert warm_s < cold_s
 
 
+def upload_input(s3, bucket: str, key: str, lines: list) -> tuple[dict, "batch.Upload"]:
+    """Put a prompts file; returns its S3 event (the object's real etag, a sequencer) and the Upload it names."""
+    from newsgen import batch
+
+    body = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines).encode()
+    put = s3.put_object(Bucket=bucket, Key=key, Body=body)
+    sequencer = f"{time.time_ns():X}"
+    event = s3_event(bucket, key, len(body), put["ETag"], sequencer)
+    return event, batch.Upload(bucket=bucket, key=key, etag=put["ETag"].strip('"'), sequencer=sequencer, size=len(body))
+
+
+def receive_all(sqs, queue_url: str, count: int) -> list[dict]:
+    messages = []
+    for _ in range(10):
+        messages += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        if len(messages) >= count:
+            break
+    assert len(messages) == count, messages
+    return messages
+
+
+def read_output(s3, bucket: str, name: str) -> tuple[dict, list[dict]]:
+    from newsgen import batch
+
+    summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key(name))["Body"].read())
+    raw = s3.get_object(Bucket=bucket, Key=batch.results_key(name))["Body"].read().decode()
+    return summary, [json.loads(line) for line in raw.splitlines()]
+
+
 def test_batch_under_the_runtime_emulator(function_env, published, s3):
     import boto3
+
+    from newsgen import batch
 
     sqs = boto3.client("sqs")
     bucket = published["bucket"]
@@ -115,40 +146,90 @@ def test_batch_under_the_runtime_emulator(function_env, published, s3):
     cheap = {"max_new_tokens": 3, "do_sample": False}
     lines = [{"id": f"h{i}", "task": "headline", "prompt": "Mayor", "parameters": cheap} for i in range(4)]
     lines.append({"id": "a0", "task": "article", "headline": "Town votes on the harbor ferry", "parameters": cheap})
-    key = "batch/in/rie-job.jsonl"
-    put = s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps(line) + "\n" for line in lines).encode())
+    event, upload = upload_input(s3, bucket, "batch/in/rie-job.jsonl", lines)
 
-    dispatch_env = function_env("batch-dispatch", BATCH_QUEUE_URL=queue_url, BATCH_CHUNK_LINES="2")
+    dispatch_env = function_env("batch-dispatch", queue_url=queue_url, BATCH_CHUNK_LINES="2")
     with emulate("batch-dispatch", dispatch_env) as invoke:
-        dispatched = invoke(s3_event(bucket, key, len(lines), put["ETag"]))
+        dispatched = invoke(event)
         dispatch_s = invoke.durations[-1]
-    assert dispatched == {"jobs": [{"job": "rie-job", "lines": 5, "chunks": 3}]}, dispatched
+        dispatch_logs = invoke.logs()
+    assert dispatched == {"jobs": [{"job": upload.job, "status": "running", "lines": 5, "chunks": 3}]}, \
+        f"{dispatched}\n{dispatch_logs[-4000:]}"
 
-    messages = []
-    for _ in range(10):
-        messages += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
-        if len(messages) >= 3:
-            break
-    assert len(messages) == 3
+    messages = receive_all(sqs, queue_url, 3)
+    assert sorted(batch.ChunkMessage.model_validate_json(m["Body"]).chunk for m in messages) == [0, 1, 2]
     with emulate("batch-worker", function_env("batch-worker")) as invoke:
-        first = invoke(sqs_event(messages[:1], queue_arn))
-        cold_s = invoke.durations[-1]
-        rest = invoke(sqs_event(messages[1:], queue_arn))
-        warm_s = invoke.durations[-1]
+        # One message per invocation, as the template's BatchSize 1 delivers them.
+        answers = [invoke(sqs_event([message], queue_arn)) for message in messages]
+        cold_s, warm_s = invoke.durations[0], max(invoke.durations[1:])
         logs = invoke.logs()
-    assert first == {"batchItemFailures": []} and rest == {"batchItemFailures": []}, f"{first} {rest}\n{logs[-4000:]}"
+    assert answers == [{"batchItemFailures": []}] * 3, f"{answers}\n{logs[-4000:]}"
     sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
 
-    out = s3.get_object(Bucket=bucket, Key="batch/out/rie-job.jsonl")["Body"].read().decode().splitlines()
-    assert len(out) == len(lines)
-    entries = [json.loads(line) for line in out]
+    summary, entries = read_output(s3, bucket, "rie-job.jsonl")
+    assert len(entries) == len(lines)
     assert [e["id"] for e in entries] == [line["id"] for line in lines]
+    assert [e["line"] for e in entries] == [1, 2, 3, 4, 5]
     assert all(e["result"]["synthetic"] and e["result"]["results"][0]["text"] for e in entries)
-    summary = json.loads(s3.get_object(Bucket=bucket, Key="batch/out/rie-job.summary.json")["Body"].read())
-    assert summary["lines"] == 5 and summary["results"] == 5 and summary["errors"] == 0
+    assert summary["status"] == "complete" and summary["job"] == upload.job
+    assert summary["lines"] == 5 and summary["results"] == 5 and summary["errors"] == 0 and summary["chunks"] == 3
+    assert summary["input"]["etag"] == upload.etag
     report("batch dispatcher cold invoke", dispatch_s)
     report("batch worker cold invoke (1 chunk, init included)", cold_s)
-    report("batch worker warm invoke (2 chunks)", warm_s)
+    report("batch worker warm invoke (1 chunk, slowest)", warm_s)
+
+
+def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
+    """Chunks that reach the dead-letter queue: the recorder (no torch, like the dispatcher) answers their lines
+    as errors and assembles the job as partial; a message that is no chunk is kept, not lost."""
+    import boto3
+
+    from newsgen import batch
+
+    sqs = boto3.client("sqs")
+    bucket = published["bucket"]
+    queue_url, dlq_url = create_queues(sqs, f"rie-dead-{bucket}", max_receive_count=1, visibility_timeout=0)
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    lines = [{"id": "h0", "task": "headline", "prompt": "Mayor"}, {"id": "bad", "task": "poem"}, "",
+             {"id": "h1", "task": "headline", "prompt": "Harbor"}]
+    event, upload = upload_input(s3, bucket, "batch/in/dead/rie-dead.jsonl", lines)
+    with emulate("batch-dispatch", function_env("batch-dispatch", queue_url=queue_url, BATCH_CHUNK_LINES="2")) as invoke:
+        dispatched = invoke(event)
+    assert dispatched["jobs"][0]["chunks"] == 2, dispatched
+    # No worker: every chunk "fails" (received and never deleted); the next receive past maxReceiveCount moves
+    # it to the dead-letter queue, as SQS does.
+    receive_all(sqs, queue_url, 2)
+    assert sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", []) == []
+    dead = receive_all(sqs, dlq_url, 2)
+    unreadable = {**dead[0], "MessageId": "not-a-chunk", "Body": "this is not a chunk message"}
+
+    recorder_env = function_env("batch-dead-letters", results_bucket=bucket)
+    assert recorder_env["RESULTS_BUCKET"] == bucket
+    with emulate("batch-dead-letters", recorder_env) as invoke:
+        answer = invoke(sqs_event([*dead, unreadable], dlq_arn))
+        logs = invoke.logs()
+    assert answer == {"batchItemFailures": []}, f"{answer}\n{logs[-4000:]}"
+
+    summary, entries = read_output(s3, bucket, "dead/rie-dead.jsonl")
+    assert summary["status"] == "partial" and summary["job"] == upload.job, summary
+    assert summary["chunks_failed"] == 2 and summary["failed_lines"] == [[1, 1], [4, 4]], summary
+    assert [e["line"] for e in entries] == [1, 2, 3, 4]
+    assert [e.get("error", {}).get("error_type") for e in entries] == ["chunk_failed", "validation_error", None, "chunk_failed"]
+    assert entries[2]["skipped"] == "blank line"
+    kept = s3.list_objects_v2(Bucket=bucket, Prefix=batch.WORK_PREFIX + "dead/")["Contents"]
+    assert len([o for o in kept if "/_unreadable/" in o["Key"]]) == 1
+    assert len([o for o in kept if f"/{upload.job}/" in o["Key"]]) == 2  # kept for redrive
+
+
+def test_local_env_names_the_settings_it_sets(tmp_path):
+    from newsgen.settings import Settings
+
+    env = rie.local_env("http://127.0.0.1:1", "batch-dead-letters", model_bucket="m", model_prefix="models",
+                        cache_dir=tmp_path, queue_url="http://q", results_bucket="b")
+    assert env[rie.QUEUE_URL_VAR] == "http://q" and env[rie.RESULTS_BUCKET_VAR] == "b"
+    fields = {name.upper() for name in Settings.model_fields}
+    assert {rie.QUEUE_URL_VAR, rie.RESULTS_BUCKET_VAR} <= fields
+    assert set(rie.FUNCTIONS) == {"api", "batch-dispatch", "batch-worker", "batch-dead-letters"}
 
 
 def test_missing_emulator_says_how_to_get_it(tmp_path, monkeypatch):
