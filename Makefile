@@ -125,5 +125,8 @@ bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTransla
 bench-memory: $(STAMP)  ## Lambda power tuning emulated with cgroups (root; EXPORT=int8 for int8 artifacts) → bench/power*.json
 	$(PY) -m bench.power $(if $(EXPORT),--export $(EXPORT))
 
+bench-batch: $(STAMP)  ## peak memory of batch dispatch and assembly for a 100 MB input (local S3/SQS) → bench/batch-memory.json
+	$(PY) -m bench.batch_memory
+
 load: $(STAMP)  ## bounded load test on loopback against the local server (after one `make run`) → bench/load.json
 	$(PY) -m bench.load
