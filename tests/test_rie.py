@@ -221,6 +221,34 @@ def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
     assert len([o for o in kept if f"/{upload.job}/" in o["Key"]]) == 2  # kept for redrive
 
 
+def test_bundled_batch_events_describe_the_example_upload(s3, bucket):
+    """events/s3-batch-in.json is the S3 event of rie.EXAMPLE_INPUT's upload, and events/sqs-batch-chunk.json
+    the chunk message the dispatcher sends for it (checked by dispatching the same bytes in a test bucket)."""
+    import hashlib
+
+    from aws_lambda_powertools.utilities.data_classes import S3Event
+
+    from handlers.batch import upload_of
+    from newsgen import batch
+
+    upload = upload_of(next(S3Event(json.loads((EVENTS / "s3-batch-in.json").read_text())).records))
+    assert (upload.bucket, upload.key, upload.size) == (rie.EXAMPLE_BUCKET, rie.EXAMPLE_KEY, len(rie.EXAMPLE_INPUT))
+    assert upload.etag == hashlib.md5(rie.EXAMPLE_INPUT).hexdigest()  # S3's ETag of a single-part upload
+    assert upload.sequencer and upload.format == "jsonl"
+    record = json.loads((EVENTS / "sqs-batch-chunk.json").read_text())["Records"][0]
+    assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
+    message = batch.ChunkMessage.model_validate_json(record["body"])
+    assert message.job == upload.job and message.bucket == upload.bucket
+
+    put = s3.put_object(Bucket=bucket, Key=upload.key, Body=rie.EXAMPLE_INPUT)
+    assert put["ETag"].strip('"') == upload.etag
+    here = upload.model_copy(update={"bucket": bucket})
+    sent: list = []
+    summary = batch.dispatch(s3, here, sent.extend, chunk_lines=50, chunk_tokens=16384)
+    assert summary["status"] == "running" and summary["lines"] == 2
+    assert [m.model_dump() for m in sent] == [{**message.model_dump(), "bucket": bucket, "job": here.job}]
+
+
 def test_local_env_names_the_settings_it_sets(tmp_path):
     from newsgen.settings import Settings
 

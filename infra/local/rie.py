@@ -12,10 +12,12 @@ with a real Lambda context (request id, deadline from AWS_LAMBDA_FUNCTION_TIMEOU
 `make invoke EVENT=events/api-headlines.json FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters` runs
 the CLI below against the local S3 of a running `make run` (127.0.0.1:5001: models in s3://newsgen-models/models/,
 batch files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). Batch events are passed verbatim, so the
-objects they name must exist there (the bundled events/s3-batch-in.json and sqs-batch-chunk.json name
-s3://newsgen-batch/batch/in/prompts.jsonl; the dispatcher reads it only if the event's eTag is the object's,
-and the chunk message's byte range must be that file's). Note that `make run`'s own S3/SQS pollers also act
-on new batch/in/ objects and on the chunk queue.
+objects they name must exist there as the events describe them: the dispatcher reads an upload only while its
+ETag is the event's, and a chunk message is a byte range of that upload. The bundled events/s3-batch-in.json
+and sqs-batch-chunk.json describe EXAMPLE_INPUT below at s3://newsgen-batch/batch/in/prompts.jsonl (its size,
+MD5 ETag, and its one chunk); `--put-example-input` puts it there before invoking. Note that `make run`'s own
+S3/SQS pollers also act on new batch/in/ objects (as a separate upload: another job, same output) and on the
+chunk queue.
 
 Everything listens on 127.0.0.1 only; the emulator and the runtime are stopped by PID on exit.
 """
@@ -62,6 +64,16 @@ FUNCTIONS: dict[str, tuple[str, int, int, dict[str, str]]] = {
 # local_env sets them from its arguments.
 QUEUE_URL_VAR = "BATCH_QUEUE_URL"  # the dispatcher's chunk queue
 RESULTS_BUCKET_VAR = "RESULTS_BUCKET"  # the dead-letter recorder's bucket (unreadable messages are kept there)
+
+
+# The upload the bundled batch events describe (events/s3-batch-in.json, events/sqs-batch-chunk.json).
+EXAMPLE_BUCKET = "newsgen-batch"
+EXAMPLE_KEY = "batch/in/prompts.jsonl"
+EXAMPLE_INPUT = (
+    b'{"id": "h1", "task": "headline", "prompt": "City council", "parameters": {"seed": 1, "max_new_tokens": 12}}\n'
+    b'{"id": "a1", "task": "article", "headline": "City council approves a new harbor ferry line", '
+    b'"parameters": {"seed": 2, "max_new_tokens": 40}}\n'
+)
 
 
 class RieError(RuntimeError):
@@ -294,6 +306,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model-prefix", default=PREFIX)
     parser.add_argument("--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: the URL of {BATCH_QUEUE} at --endpoint)")
     parser.add_argument("--results-bucket", default=BATCH_BUCKET, help="RESULTS_BUCKET of the dead-letter recorder")
+    parser.add_argument("--put-example-input", action="store_true",
+                        help=f"first put the upload the bundled batch events describe (s3://{EXAMPLE_BUCKET}/{EXAMPLE_KEY})")
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".newsgen" / "rie" / "cache")
     parser.add_argument("--port", type=int, default=None, help="the emulator's port on 127.0.0.1 (default: a free one)")
     parser.add_argument("--timeout", type=int, default=None, help="AWS_LAMBDA_FUNCTION_TIMEOUT (default: template.yaml's)")
@@ -314,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.function == "api":
             boto3.client("s3", **client_args).head_bucket(Bucket=args.model_bucket)
+        if args.put_example_input:
+            boto3.client("s3", **client_args).put_object(Bucket=EXAMPLE_BUCKET, Key=EXAMPLE_KEY, Body=EXAMPLE_INPUT)
         queue_url = args.queue_url
         if args.function == "batch-dispatch" and not queue_url:
             queue_url = boto3.client("sqs", **client_args).get_queue_url(QueueName=BATCH_QUEUE)["QueueUrl"]
