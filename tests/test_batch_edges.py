@@ -315,3 +315,9 @@ def test_any_ids_and_prompts_round_trip_through_chunking_processing_and_assembly
         assert entry["id"] == request_id and ("result" in entry) == valid, (prompt, entry)
         if valid:
             assert entry["result"]["results"][0]["text"] == prompt + " · echo"
+
+
+def test_a_console_folder_under_batch_in_is_not_a_job(echo_pipeline, s3):
+    s3.put_object(Bucket=echo_pipeline.bucket, Key="batch/in/reports/", Body=b"")
+    assert echo_pipeline.s3_trigger.poll_once() == 1
+    assert "Contents" not in s3.list_objects_v2(Bucket=echo_pipeline.bucket, Prefix="batch/out/")
