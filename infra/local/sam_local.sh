@@ -23,14 +23,15 @@
 #                 (it only skips connecting an extra network), so the container cannot reach the host's loopback.
 #                 docker0 exists only on this machine; all traffic stays between this host and the containers
 #                 this run creates.
-#   6. sam build  the two image functions (the Dockerfile) and the python3.12 Zip function + layer (needs a
+#   6. sam build  the two image functions (the Dockerfile) and the two python3.12 Zip functions + layer (needs a
 #                 python3.12 on PATH: pyenv's is made visible through PYENV_VERSION when the shim hides it).
 #   7. invoke     `sam local invoke ApiFunction --event events/api-headlines.json` (cold) must answer 200 with
 #                 generated headlines. SAM passes only the environment variables a function declares, so the
 #                 invoke uses .aws-sam/build/template.local.yaml: the built template plus AWS_ENDPOINT_URL declared
 #                 on each function (template.yaml itself is untouched).
-#                 Then `sam local invoke BatchWorkerFunction` (the same image, the worker's CMD) on one SQS chunk
-#                 message planned from a small prompts file in the local S3: no batchItemFailures, a summary.
+#                 Then `sam local invoke BatchWorkerFunction` (the same image, the worker's CMD) on the SQS chunk
+#                 message of a small prompts file in the local S3, dispatched as the dispatcher does
+#                 (batch.dispatch): no batchItemFailures, and batch/out/sam-local.jsonl/summary.json `complete`.
 #   8. start-api  `sam local start-api` on 127.0.0.1 and POST /v1/headlines (cold, then warm) → 200.
 #                 sam local does not enforce the API key the deployed API requires.
 #   9. size       the built image's size against the 1.5 GB target.
@@ -367,7 +368,8 @@ path, endpoint, queue = sys.argv[1:]
 common = {"AWS_ENDPOINT_URL": endpoint, "MODEL_BUCKET": "newsgen-models", "MODEL_PREFIX": "models",
           "POWERTOOLS_METRICS_NAMESPACE": "newsgen-local"}
 json.dump({"Parameters": common, "BatchDispatchFunction": {**common, "BATCH_QUEUE_URL": queue},
-           "BatchWorkerFunction": {**common, "BATCH_QUEUE_URL": queue}}, open(path, "w"), indent=2)
+           "BatchWorkerFunction": common,
+           "BatchDeadLetterRecorderFunction": {**common, "RESULTS_BUCKET": "newsgen-batch"}}, open(path, "w"), indent=2)
 EOF
   cat "$WORK/env.json"
 }
@@ -376,7 +378,7 @@ EOF
 # 6. sam build
 # ---------------------------------------------------------------------------------------------------------
 sam_build() {
-  # The python3.12 Zip function and layer need python3.12 on PATH; pyenv's shim hides it unless selected.
+  # The python3.12 Zip functions and layer need python3.12 on PATH; pyenv's shim hides it unless selected.
   if ! python3.12 -c '' 2>/dev/null && command -v pyenv >/dev/null; then
     local v312 current
     v312=$(pyenv versions --bare | grep -E '^3\.12(\.|$)' | tail -1)
@@ -465,12 +467,13 @@ sam_invoke() {
 }
 
 # BatchWorkerFunction on one chunk: a 3-line prompts file in a bucket of its own (the local pollers of
-# infra.local.run watch newsgen-batch only), planned into chunk objects as the dispatcher would, and the
-# chunk's SQS message as the event.
+# infra.local.run watch newsgen-batch only), dispatched as the dispatcher does (batch.dispatch: the job file,
+# the `running` summary, the chunk messages, collected here instead of sent), and the chunk messages as the
+# SQS event. The upload's ETag is the object's (the worker re-reads its byte range with If-Match).
 worker_event() {
   AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 \
     "$PY" - "$WORK/sqs-event.json" <<'EOF'
-import json, sys
+import hashlib, json, sys
 import boto3
 from newsgen import batch
 s3, bucket, key = boto3.client("s3"), "newsgen-sam-local", "batch/in/sam-local.jsonl"
@@ -480,13 +483,37 @@ lines = [{"id": 1, "task": "headline", "n": 2, "parameters": {"seed": 1}},
          {"id": 3, "task": "article", "headline": "City council approves a new harbor ferry line",
           "parameters": {"seed": 3, "max_new_tokens": 40}}]
 s3.put_object(Bucket=bucket, Key=key, Body="".join(json.dumps(l) + "\n" for l in lines).encode())
-s3.delete_object(Bucket=bucket, Key=batch.summary_key("sam-local"))
-job, messages = batch.plan_job(s3, bucket, key, 50)
+etag = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+upload = batch.Upload(bucket=bucket, key=key, etag=etag, sequencer="1")
+messages = []
+summary = batch.dispatch(s3, upload, send=messages.extend, chunk_lines=50, chunk_tokens=16384)
+assert summary and summary["status"] == "running" and len(messages) == summary["chunks"], (summary, messages)
 event = json.load(open("events/sqs-batch-chunk.json"))
 record = event["Records"][0]
-event["Records"] = [{**record, "messageId": f"sam-local-{m.chunk}", "body": m.model_dump_json()} for m in messages]
+event["Records"] = [{**record, "messageId": f"sam-local-{m.chunk}", "body": m.model_dump_json(),
+                     "md5OfBody": hashlib.md5(m.model_dump_json().encode()).hexdigest()} for m in messages]
 json.dump(event, open(sys.argv[1], "w"), indent=2)
-print(f"planned {job['lines']} lines in {job['chunks']} chunk(s): s3://{bucket}/{key}")
+print(f"dispatched {summary['lines']} lines in {summary['chunks']} chunk(s) as job {summary['job']}: s3://{bucket}/{key}")
+EOF
+}
+
+# check_worker_output FILE: FILE holds the worker's response; the job's answer must be complete.
+check_worker_output() {
+  AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local AWS_DEFAULT_REGION=us-east-1 \
+    "$PY" - "$1" <<'EOF'
+import json, sys
+import boto3
+from newsgen import batch
+response = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
+assert response == {"batchItemFailures": []}, response
+s3, bucket, name = boto3.client("s3"), "newsgen-sam-local", "sam-local.jsonl"
+summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key(name))["Body"].read())
+assert summary["status"] == "complete", summary
+assert summary["results"] == summary["lines"] == 3 and summary["errors"] == 0 and summary["synthetic"], summary
+out = s3.get_object(Bucket=bucket, Key=batch.results_key(name))["Body"].read().decode()
+entries = [json.loads(line) for line in out.splitlines()]
+assert [e["id"] for e in entries] == [1, 2, 3] and all("result" in e for e in entries), entries
+print(f"{summary['results']}/{summary['lines']} lines, 0 errors, {summary['model_versions']}; first: {json.dumps(entries[0])[:160]}")
 EOF
 }
 
@@ -501,21 +528,7 @@ sam_invoke_worker() {
   WORKER_TIME=$(elapsed "$started")
   cat "$WORK/invoke-worker.stderr"
   echo "--- response:"; cat "$out"; echo
-  WORKER_SUMMARY=$(AWS_ENDPOINT_URL=$ENDPOINT AWS_ACCESS_KEY_ID=local AWS_SECRET_ACCESS_KEY=local \
-    AWS_DEFAULT_REGION=us-east-1 "$PY" - "$out" <<'EOF'
-import json, sys
-import boto3
-from newsgen import batch
-response = json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])
-assert response == {"batchItemFailures": []}, response
-s3 = boto3.client("s3")
-summary = json.loads(s3.get_object(Bucket="newsgen-sam-local", Key=batch.summary_key("sam-local"))["Body"].read())
-assert summary["results"] == summary["lines"] == 3 and summary["errors"] == 0 and summary["synthetic"], summary
-out = s3.get_object(Bucket="newsgen-sam-local", Key=batch.output_key("sam-local"))["Body"].read().decode()
-first = json.loads(out.splitlines()[0])
-print(f"{summary['results']}/{summary['lines']} lines, 0 errors, {summary['model_versions']}; first: {json.dumps(first)[:160]}")
-EOF
-)
+  WORKER_SUMMARY=$(check_worker_output "$out")
   echo "worker: ${WORKER_TIME} wall; $WORKER_SUMMARY"
 }
 
