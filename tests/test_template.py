@@ -422,13 +422,13 @@ def test_dead_letter_alarm_notifies_the_alert_topic(transformed):
     stack = deployed(transformed, {})
     out = stack["Resources"]
     alarm = out["BatchDeadLetterAlarm"]["Properties"]
-    assert out["BatchAlertTopic"]["Type"] == "AWS::SNS::Topic"
-    assert alarm["AlarmActions"] == [{"Ref": "BatchAlertTopic"}] and alarm["OKActions"] == [{"Ref": "BatchAlertTopic"}]
+    assert out["BatchAlerts"]["Type"] == "AWS::SNS::Topic"
+    assert alarm["AlarmActions"] == [{"Ref": "BatchAlerts"}] and alarm["OKActions"] == [{"Ref": "BatchAlerts"}]
     # The recorder empties the queue within seconds: count what it received, not what stays visible.
     assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/SQS", "NumberOfMessagesReceived", "Sum")
     assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["BatchDeadLetterQueue", "QueueName"]}}]
     assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["Period"]) == (0, "GreaterThanThreshold", 300)
-    assert stack["Outputs"]["BatchAlertTopic"]["Value"] == {"Ref": "BatchAlertTopic"}
+    assert stack["Outputs"]["BatchAlerts"]["Value"] == {"Ref": "BatchAlerts"}
     assert stack["Outputs"]["BatchDeadLetterQueueUrl"]["Value"] == {"Ref": "BatchDeadLetterQueue"}
 
 
@@ -439,7 +439,7 @@ def test_alert_email_is_subscribed_only_when_given(transformed, email):
     if not email:
         assert subscriptions == []
         return
-    assert subscriptions == [{"TopicArn": {"Ref": "BatchAlertTopic"}, "Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}]
+    assert subscriptions == [{"TopicArn": {"Ref": "BatchAlerts"}, "Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}]
     pattern = transformed["Parameters"]["AlertEmail"]["AllowedPattern"]
     assert re.fullmatch(pattern, email) and re.fullmatch(pattern, "") and not re.fullmatch(pattern, "not an address")
 
@@ -451,9 +451,9 @@ def test_dispatcher_failures_go_to_the_alert_topic(transformed):
     assert len(configs) == 1
     config = configs[0]
     assert config["MaximumRetryAttempts"] == 2
-    assert config["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": "BatchAlertTopic"}
+    assert config["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": "BatchAlerts"}
     publish = [s for s in role_statements(out, "BatchDispatchFunction") if "sns:publish" in {a.lower() for a in as_list(s["Action"])}]
-    assert publish and all(s["Resource"] == {"Ref": "BatchAlertTopic"} for s in publish)
+    assert publish and all(s["Resource"] == {"Ref": "BatchAlerts"} for s in publish)
     assert out["BatchDispatchFunction"]["Properties"]["Timeout"] >= 300  # it streams inputs of up to 256 MiB
 
 
