@@ -109,8 +109,8 @@ $(SAM_STAMP):
 
 sam-venv: $(SAM_STAMP)  ## the SAM CLI (and the Lambda Runtime Interface Emulator it ships) in .venv-sam
 
-invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatch|batch-worker under the Lambda RIE + awslambdaric, against a running `make run`
-	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) --endpoint http://127.0.0.1:$(S3_PORT)
+invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters under the Lambda RIE + awslambdaric, against a running `make run`
+	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) --endpoint http://127.0.0.1:$(S3_PORT) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
 
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
 	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
