@@ -1,0 +1,186 @@
+"""A statistical watermark on every generated text, and its detection.
+
+The scheme is transformers' green-list watermark (Kirchenbauer et al. 2023, `WatermarkLogitsProcessor`,
+"lefthash" seeding, context width 1): at each step a secret key and the previous token choose a quarter of the
+vocabulary as "green", and green tokens get +2 on their logits. Detection (`WatermarkDetector`) counts green
+tokens in a text and takes a one-sided z-test against the 25 % that unmarked text has; it needs the key and the
+tokenizer, not the model.
+
+Keys live in a keyring: `{"current": "<key id>", "keys": {"<key id>": <int>, ...}}`. Generation uses the
+current key; detection tries every key, so texts marked before a rotation stay detectable. The key id (a
+hash of the key) goes into each response's provenance; the key never leaves the keyring. Deployed, the keyring
+is an SSM SecureString parameter read at init; locally, a file created once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import secrets
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from newsgen.errors import NewsgenError
+
+SCHEME = "kgw-lefthash-1"  # green list of 25 % seeded by the previous token; bias 2.0
+GREENLIST_RATIO = 0.25
+BIAS = 2.0
+Z_THRESHOLD = 4.0  # one-sided p ≈ 3e-5 per key: false positives stay far under 1 % even over several keys
+MIN_TOKENS = 16  # fewer scored tokens than this: "too_short", no verdict
+MASK_CACHE = 4096  # previous tokens whose green list is kept (as a packed bit mask, 6.3 KB each for GPT-2)
+
+
+class WatermarkUnavailable(NewsgenError):
+    """The watermark is on but its key cannot be read: nothing is generated unmarked."""
+
+    error_type = "watermark_unavailable"
+    status_code = 503
+
+
+def key_id(key: int) -> str:
+    return hashlib.sha256(f"{SCHEME}:{key}".encode()).hexdigest()[:12]
+
+
+class Keyring(BaseModel):
+    current: str
+    keys: dict[str, int] = Field(min_length=1)
+
+    def current_key(self) -> int:
+        return self.keys[self.current]
+
+
+def new_key() -> int:
+    return secrets.randbits(62)
+
+
+def keyring_with_new_key(existing: Keyring | None = None) -> Keyring:
+    """A keyring whose current key is new; the old keys stay for detection."""
+    key = new_key()
+    keys = {**(existing.keys if existing else {}), key_id(key): key}
+    return Keyring(current=key_id(key), keys=keys)
+
+
+def parse_keyring(text: str, source: str) -> Keyring:
+    try:
+        ring = Keyring.model_validate_json(text)
+    except ValueError as exc:
+        raise WatermarkUnavailable(f"the watermark keyring in {source} is not valid", cause=type(exc).__name__) from None
+    if ring.current not in ring.keys or any(key_id(k) != i for i, k in ring.keys.items()):
+        raise WatermarkUnavailable(f"the watermark keyring in {source} names a key it does not hold, or a key under another id")
+    return ring
+
+
+def load_keyring(parameter: str = "", file: Path | None = None) -> Keyring:
+    """From an SSM SecureString parameter (deployed), or a local file created on first use."""
+    if parameter:
+        import boto3
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            value = boto3.client("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
+        except (BotoCoreError, ClientError) as exc:
+            raise WatermarkUnavailable("the watermark keyring parameter cannot be read", cause=type(exc).__name__) from None
+        return parse_keyring(value, f"SSM parameter {parameter}")
+    if file is None:
+        raise WatermarkUnavailable("the watermark is on but no keyring is configured: set WATERMARK_KEYS_PARAMETER "
+                                   "(an SSM SecureString) or WATERMARK_KEYS_FILE, or WATERMARK=false")
+    file = Path(file)
+    if not file.is_file():
+        file.parent.mkdir(parents=True, exist_ok=True)
+        ring = keyring_with_new_key()
+        temporary = file.with_suffix(".tmp")
+        temporary.write_text(ring.model_dump_json(indent=2))
+        temporary.chmod(0o600)
+        temporary.replace(file)
+    return parse_keyring(file.read_text(), str(file))
+
+
+class GreenlistWatermark:
+    """transformers' WatermarkLogitsProcessor with each previous token's green list cached as a packed bit
+    mask. The library draws a 50,257-entry permutation per row and step (about 1 ms on one CPU core: 14 % of a
+    7 ms decode step); the cache makes a repeated previous token cost a few microseconds. Scores are identical
+    to the library's (tested)."""
+
+    def __init__(self, vocab_size: int, key: int, cache_size: int = MASK_CACHE):
+        from transformers.generation.logits_process import WatermarkLogitsProcessor
+
+        self.library = WatermarkLogitsProcessor(vocab_size, "cpu", greenlist_ratio=GREENLIST_RATIO, bias=BIAS,
+                                                hashing_key=key, seeding_scheme="lefthash", context_width=1)
+        self.vocab_size, self.cache_size = vocab_size, cache_size
+        self._masks: OrderedDict[int, object] = OrderedDict()
+
+    def green_mask(self, previous: int):
+        import numpy as np
+        import torch
+
+        packed = self._masks.get(previous)
+        if packed is None:
+            mask = np.zeros(self.vocab_size, dtype=bool)
+            mask[self.library._get_greenlist_ids(torch.tensor([previous])).numpy()] = True
+            packed = self._masks[previous] = np.packbits(mask)
+            if len(self._masks) > self.cache_size:
+                self._masks.popitem(last=False)
+        else:
+            self._masks.move_to_end(previous)
+        return torch.from_numpy(np.unpackbits(packed, count=self.vocab_size).view(bool))
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        masks = torch.stack([self.green_mask(token) for token in input_ids[:, -1].tolist()])
+        return scores + masks.to(scores.dtype) * BIAS
+
+
+@dataclass
+class Detection:
+    watermarked: bool | None  # None: too short to judge
+    verdict: str  # watermarked | not_watermarked | too_short
+    score: float | None  # z-score under the best-matching key
+    p_value: float | None  # one-sided, adjusted for the number of keys tried
+    tokens_scored: int
+    key_id: str | None  # the key that matched, when watermarked
+
+
+class Detector:
+    """Green-list detection over every key of a keyring, with transformers' WatermarkDetector."""
+
+    def __init__(self, keyring: Keyring, tokenizer, vocab_size: int):
+        from transformers import GPT2Config
+        from transformers.generation.watermarking import WatermarkDetector
+
+        config = GPT2Config(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id)
+        self.tokenizer = tokenizer
+        self.detectors = {
+            kid: WatermarkDetector(config, "cpu", {"greenlist_ratio": GREENLIST_RATIO, "bias": BIAS, "hashing_key": key,
+                                                   "seeding_scheme": "lefthash", "context_width": 1},
+                                   ignore_repeated_ngrams=True, max_cache_size=MASK_CACHE)
+            for kid, key in keyring.keys.items()
+        }
+
+    def detect(self, text: str) -> Detection:
+        import torch
+
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) < MIN_TOKENS + 1:
+            return Detection(None, "too_short", None, None, max(0, len(ids) - 1), None)
+        best = None
+        for kid, detector in self.detectors.items():
+            out = detector(torch.tensor([ids]), z_threshold=Z_THRESHOLD, return_dict=True)
+            z, scored = float(out.z_score[0]), int(out.num_tokens_scored[0])
+            if best is None or z > best[0]:
+                best = (z, scored, kid)
+        z, scored, kid = best
+        if scored < MIN_TOKENS:  # repeated bigrams are scored once
+            return Detection(None, "too_short", round(z, 3), None, scored, None)
+        p_value = min(1.0, len(self.detectors) * 0.5 * math.erfc(z / math.sqrt(2)))
+        marked = z >= Z_THRESHOLD
+        return Detection(marked, "watermarked" if marked else "not_watermarked", round(z, 3), p_value, scored,
+                         kid if marked else None)
+
+
+def write_keyring(ring: Keyring) -> str:
+    return json.dumps(ring.model_dump(), indent=2)
