@@ -56,7 +56,9 @@ def generate(
     n: int = 1,
     params: GenerationParameters | None = None,
     time_budget_s: float | None = None,
+    watermark=None,
 ) -> Generation:
+    """`watermark`: a logits processor applied last at every step (newsgen.watermark), or None."""
     import torch
 
     params = params or GenerationParameters()
@@ -92,9 +94,9 @@ def generate(
             torch.manual_seed(seed)
         try:
             if decoding["num_beams"] == 1:
-                new_tokens, logprobs = _decode(model, tokenizer, encoded, decoding, n, params, time_budget_s)
+                new_tokens, logprobs = _decode(model, tokenizer, encoded, decoding, n, params, time_budget_s, watermark)
             else:
-                new_tokens, logprobs = _beam_search(model, tokenizer, encoded, decoding, n, params, extra)
+                new_tokens, logprobs = _beam_search(model, tokenizer, encoded, decoding, n, params, extra, watermark)
         except RuntimeError as exc:
             if "probability tensor" not in str(exc):
                 raise
@@ -108,8 +110,8 @@ def generate(
     return Generation(results=grouped, parameters=decoding, seed=seed)
 
 
-def _processors(decoding: dict):
-    """transformers' own logits processors, in generate()'s order."""
+def _processors(decoding: dict, watermark=None):
+    """transformers' own logits processors, in generate()'s order (which puts the watermark last)."""
     from transformers import (
         LogitsProcessorList,
         NoRepeatNGramLogitsProcessor,
@@ -131,10 +133,12 @@ def _processors(decoding: dict):
             processors.append(TopKLogitsWarper(decoding["top_k"]))
         if decoding.get("top_p", 1.0) < 1.0:
             processors.append(TopPLogitsWarper(decoding["top_p"]))
+    if watermark is not None:
+        processors.append(watermark)
     return processors
 
 
-def _decode(model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, time_budget_s):
+def _decode(model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, time_budget_s, watermark=None):
     """Greedy or sampled decoding over the KV cache with transformers' logits processors.
 
     Written out rather than calling generate(): per token it skips generate's general-purpose bookkeeping,
@@ -150,7 +154,7 @@ def _decode(model, tokenizer, encoded, decoding: dict, n: int, params: Generatio
     attention = encoded["attention_mask"].repeat_interleave(n, dim=0)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
     rows, eos, pad = input_ids.shape[0], tokenizer.eos_token_id, tokenizer.pad_token_id
-    processors = _processors(decoding)
+    processors = _processors(decoding, watermark)
     stop = StopStringCriteria(tokenizer, params.stop) if params.stop else None
     deadline = time.monotonic() + time_budget_s if time_budget_s is not None else None
     unfinished = torch.ones(rows, dtype=torch.bool)
@@ -184,11 +188,15 @@ def _decode(model, tokenizer, encoded, decoding: dict, n: int, params: Generatio
     return new_tokens, (torch.stack(logprobs, dim=1) if params.details else None)
 
 
-def _beam_search(model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, extra: dict):
+def _beam_search(model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, extra: dict,
+                 watermark=None):
+    from transformers import LogitsProcessorList
+
     output = model.generate(
         **encoded,
         **decoding,
         **extra,
+        logits_processor=LogitsProcessorList([watermark] if watermark is not None else []),
         num_return_sequences=n,
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
