@@ -58,6 +58,10 @@ def documented(model, description: str = "Generated texts, labelled synthetic") 
     return {200: {"description": description, "content": {"application/json": {"model": model}}}, **ERRORS}
 
 
+# API Gateway (REST) stops waiting for a Lambda integration 29 s after it received the request and answers
+# 504, whatever the function's own timeout (the template's Timeout stays under it).
+GATEWAY_TIMEOUT_S = 29.0
+
 ROUTES = {"/v1/headlines": "POST", "/v1/articles": "POST", "/v1/news": "POST", "/v1/models": "GET", "/health": "GET"}
 
 
@@ -71,12 +75,17 @@ if settings.preload_models:
     service.preload_at_init()
 
 
-def deadline() -> float | None:
-    """The monotonic time by which this invocation must have answered."""
-    context = app.lambda_context
-    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
-        return None
-    return time.monotonic() + context.get_remaining_time_in_millis() / 1000
+def deadline(event: dict, context) -> float | None:
+    """The monotonic time by which this invocation must have answered: the Lambda's own deadline, or API
+    Gateway's if that comes first. The gateway's clock starts when it received the request (requestTimeEpoch,
+    ms since the epoch), so a cold start's init has already used part of it."""
+    seconds_left = []
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        seconds_left.append(context.get_remaining_time_in_millis() / 1000)
+    received_ms = (event.get("requestContext") or {}).get("requestTimeEpoch")
+    if isinstance(received_ms, (int, float)) and not isinstance(received_ms, bool):
+        seconds_left.append(received_ms / 1000 + GATEWAY_TIMEOUT_S - time.time())
+    return time.monotonic() + min(seconds_left) if seconds_left else None
 
 
 def observe(route: str, request, run):
@@ -84,7 +93,7 @@ def observe(route: str, request, run):
     if settings.log_prompts:
         logger.info("request", extra={"route": route, "request": request.model_dump()})
     started = time.perf_counter()
-    response = run(request, deadline())
+    response = run(request, deadline(app.current_event.raw_event, app.lambda_context))
     elapsed = time.perf_counter() - started
     tokens = sum(r.generated_tokens for r in response.results) if route != "news" else sum(
         i.headline.generated_tokens + i.article.generated_tokens for i in response.results

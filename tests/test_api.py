@@ -152,6 +152,39 @@ def test_time_budget_stops_generation_and_says_so(api):
     assert result["generated_tokens"] < 200
 
 
+def test_deadline_counts_from_api_gateways_request_time():
+    """API Gateway gives up 29 s after it received the request, cold start included, whatever the Lambda's
+    own remaining time says: the earlier of the two is the deadline."""
+    import time
+
+    from handlers import api as module
+
+    def seconds_left(received_ago_s: float | None, lambda_remaining_ms: int) -> float:
+        event = api_event("POST", "/v1/headlines", {})
+        if received_ago_s is not None:
+            event["requestContext"]["requestTimeEpoch"] = int((time.time() - received_ago_s) * 1000)
+        return module.deadline(event, FakeContext(remaining_ms=lambda_remaining_ms)) - time.monotonic()
+
+    assert seconds_left(27, 28_000) == pytest.approx(module.GATEWAY_TIMEOUT_S - 27, abs=0.2)  # a slow cold start
+    assert seconds_left(0, 5_000) == pytest.approx(5, abs=0.2)  # the Lambda's own deadline comes first
+    assert seconds_left(None, 28_000) == pytest.approx(28, abs=0.2)  # no request time: the Lambda's alone
+
+
+def test_request_received_long_ago_stops_generation_early(api):
+    """The Lambda has its full 28 s, but API Gateway received the request 28.5 s ago (a cold start's init
+    took that long): generation must stop at once, not run its full length."""
+    import time
+
+    event = api_event("POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes",
+                                               "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0}})
+    event["requestContext"]["requestTimeEpoch"] = int((time.time() - 28.5) * 1000)
+    response = api.lambda_handler(event, FakeContext(remaining_ms=28_000))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200, body
+    assert body["results"][0]["finish_reason"] == "time"
+    assert body["results"][0]["generated_tokens"] < 200
+
+
 def test_stop_sequences_cut_the_text(api):
     status, body = call(api, "POST", "/v1/articles", {"headline": "City council approves a new ferry line",
                                                        "parameters": {"stop": ["."], "max_new_tokens": 60, "seed": 2}})
