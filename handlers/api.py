@@ -21,6 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 import newsgen
 from newsgen.errors import NewsgenError
 from newsgen.schemas import (
+    MAX_JSON_DEPTH,
     ArticleRequest,
     ErrorResponse,
     GenerationResponse,
@@ -29,6 +30,7 @@ from newsgen.schemas import (
     ModelsResponse,
     NewsRequest,
     NewsResponse,
+    json_nesting_exceeds,
 )
 from newsgen.service import NewsService
 from newsgen.settings import load_settings
@@ -182,16 +184,20 @@ def as_json_request(event: dict) -> dict:
 
 
 def unreadable_body(event: dict) -> dict | None:
-    """413 over the size limit; 400 for a body that is not UTF-8 text (API Gateway passes it base64)."""
-    body = event.get("body") or ""
+    """413 over the size limit; 400 for a body that is not UTF-8 text (API Gateway passes it base64) or that
+    nests deeper than any request does (the JSON parser would hit Python's recursion limit)."""
+    body = text = event.get("body") or ""
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode("utf-8", "surrogatepass"))
     if size > settings.max_body_bytes:
         return proxy_error(413, f"request body of {size} bytes is over the limit of {settings.max_body_bytes}", "payload_too_large")
     if event.get("isBase64Encoded") and body:
         try:
-            base64.b64decode(body, validate=True).decode("utf-8")
+            text = base64.b64decode(body, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
             return proxy_error(400, "request body is not UTF-8 JSON", "validation_error")
+    if json_nesting_exceeds(text):
+        return proxy_error(400, f"request body is nested too deeply: more than {MAX_JSON_DEPTH} levels of arrays "
+                           "and objects", "validation_error")
     return None
 
 

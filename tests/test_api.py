@@ -1,5 +1,6 @@
 """The API handler, called with real API Gateway proxy events, serving models from a moto S3 server."""
 
+import base64
 import json
 
 import pytest
@@ -95,6 +96,31 @@ def test_bad_requests_are_400_json(api, raw, fragment):
     assert body["error_type"] == "validation_error"
     assert fragment.lower() in (body["error"] + json.dumps(body.get("details"))).lower()
     assert "Traceback" not in json.dumps(body)
+
+
+@pytest.mark.parametrize("raw", ["[" * 10_000, '{"a":' * 2_500 + "1" + "}" * 2_500,
+                                 '{"parameters": {"stop": ' + "[" * 5_000 + "]" * 5_000 + "}}"])
+def test_deeply_nested_body_is_400_not_500(api, raw):
+    status, body = call(api, "POST", "/v1/headlines", raw=raw)
+    assert status == 400, body
+    assert body["error_type"] == "validation_error" and "nested too deeply" in body["error"]
+
+
+@pytest.mark.parametrize("raw", ["[" * 20_000, '{"a":' * 100_000 + "1" + "}" * 100_000])
+def test_deeply_nested_body_is_400_under_any_body_limit(api, monkeypatch, raw):
+    monkeypatch.setattr(api.settings, "max_body_bytes", 1024 * 1024)
+    status, body = call(api, "POST", "/v1/headlines", raw=raw)
+    assert status == 400 and "nested too deeply" in body["error"], body
+    encoded = api_event("POST", "/v1/headlines", raw=base64.b64encode(raw.encode()).decode())
+    encoded["isBase64Encoded"] = True
+    response = api.lambda_handler(encoded, FakeContext())
+    assert response["statusCode"] == 400 and "nested too deeply" in response["body"]
+
+
+def test_brackets_inside_strings_are_not_nesting(api):
+    prompt = 'A "quoted" \\ [' + "{[" * 50  # 101 brackets, every one inside the string
+    status, body = call(api, "POST", "/v1/headlines", {"prompt": prompt, "parameters": {"max_new_tokens": 2}})
+    assert status == 200, body
 
 
 def test_requests_the_model_cannot_serve_are_400(api):
