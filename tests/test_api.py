@@ -142,7 +142,7 @@ def test_no_model_published_is_503_and_retried(bucket, service_for, monkeypatch,
     monkeypatch.setattr(module, "service", service_for(bucket))
     status, body = call(module, "POST", "/v1/headlines", {"n": 1})
     assert status == 503 and body["error_type"] == "model_unavailable"
-    assert "no headline model is published" in body["error"]
+    assert body["details"] == {"cause": "artifact_not_found", "task": "headline"}
     publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
     status, body = call(module, "POST", "/v1/headlines", {"n": 1})  # the next request tries again
     assert status == 200

@@ -173,6 +173,8 @@ class ErrorResponse(BaseModel):
     error: str
     error_type: str
     details: list | dict | None = None
+    request_id: str | None = Field(None, description="Quote it when reporting a problem: the logs hold the full "
+                                   "error under this id.")
 
 
 class ModelInfo(BaseModel):

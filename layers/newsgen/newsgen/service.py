@@ -55,7 +55,8 @@ class NewsService:
 
     def _create_store(self) -> ModelStore:
         if not self.settings.model_bucket:
-            raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live")
+            raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live",
+                                   cause="not_configured")
         from newsgen import s3
 
         return ModelStore(
