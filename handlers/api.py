@@ -39,6 +39,8 @@ from newsgen.settings import load_settings
 settings = load_settings()
 logger = Logger(service="newsgen-api")
 metrics = Metrics(namespace="newsgen", service="api")
+# Every capture passes capture_response=False and capture_error=False: responses hold generated text and an
+# error may quote a request, and neither belongs in a trace (tests/test_security.py checks each decorator).
 tracer = Tracer(service="newsgen-api")
 app = APIGatewayRestResolver(enable_validation=True)
 OPENAPI = {
@@ -108,19 +110,19 @@ def observe(route: str, request, run):
 
 
 @app.post("/v1/headlines", summary="Generate headlines", responses=documented(GenerationResponse))
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def headlines(request: Annotated[HeadlineRequest, Body()]) -> GenerationResponse:
     return observe("headlines", request, service.headlines)
 
 
 @app.post("/v1/articles", summary="Generate article openings for a headline", responses=documented(GenerationResponse))
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def articles(request: Annotated[ArticleRequest, Body()]) -> GenerationResponse:
     return observe("articles", request, service.articles)
 
 
 @app.post("/v1/news", summary="Generate headline + article pairs", responses=documented(NewsResponse))
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def news(request: Annotated[NewsRequest, Body()]) -> NewsResponse:
     return observe("news", request, service.news)
 
@@ -236,7 +238,7 @@ def proxy_error(status: int, message: str, error_type: str, rid: str | None) -> 
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True, correlation_id_path=correlation_paths.API_GATEWAY_REST)
-@tracer.capture_lambda_handler(capture_response=False)  # responses hold generated text: not in traces
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
     return unreadable_body(event, request_id(event, context)) or app.resolve(as_json_request(event), context)

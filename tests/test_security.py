@@ -146,3 +146,56 @@ def test_internal_errors_name_the_request_id_and_nothing_else(api, monkeypatch, 
     request_id = event["requestContext"]["requestId"]
     assert body["request_id"] == request_id and "/tmp" not in response["body"] and "Errno" not in response["body"]
     assert any(request_id in str(r.__dict__) and "No space left" in str(r.__dict__) for r in caplog.records)
+
+
+TRACER_CAPTURES = ("capture_method", "capture_lambda_handler")
+
+
+def untraceable_violations(source: str) -> list[str]:
+    """Each use of a tracer's capture decorator that may put a response or an error into a trace: responses hold
+    generated text, errors may hold a prompt. Each must be called with capture_response=False and
+    capture_error=False (a bare `@tracer.capture_method` captures both)."""
+    import ast
+
+    tree = ast.parse(source)
+    calls = {id(node.func): node for node in ast.walk(tree) if isinstance(node, ast.Call)}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr in TRACER_CAPTURES:
+            call = calls.get(id(node))
+            flags = {k.arg: k.value for k in call.keywords} if call else {}
+            for flag in ("capture_response", "capture_error"):
+                value = flags.get(flag)
+                if not (isinstance(value, ast.Constant) and value.value is False):
+                    found.append(f"line {node.lineno}: {node.attr} without {flag}=False")
+    return found
+
+
+def test_the_tracing_check_finds_what_it_should():
+    """Guards against a check that passes anything."""
+    assert untraceable_violations("@tracer.capture_method\ndef f(): pass")
+    assert untraceable_violations("@tracer.capture_method(capture_response=False)\ndef f(): pass")
+    assert untraceable_violations("g = tracer.capture_lambda_handler(f)")
+    assert untraceable_violations("@tracer.capture_lambda_handler(capture_response=False, capture_error=True)\ndef f(): pass")
+    assert not untraceable_violations("@tracer.capture_method(capture_response=False, capture_error=False)\ndef f(): pass")
+
+
+HANDLER_MODULES = sorted(p.name for p in (ROOT / "handlers").glob("*.py") if p.name != "__init__.py")
+
+
+@pytest.mark.parametrize("module", [
+    pytest.param(name, marks=pytest.mark.xfail(
+        strict=True, reason="handlers/batch.py is the batch branch's: process_message has a bare "
+        "@tracer.capture_method (the template's POWERTOOLS_TRACER_CAPTURE_* guard it when deployed); remove "
+        "this mark once it passes the flags")) if name == "batch.py" else name
+    for name in HANDLER_MODULES
+])
+def test_traces_never_capture_responses_or_errors(module):
+    assert untraceable_violations((ROOT / "handlers" / module).read_text()) == []
+
+
+def test_handlers_use_the_tracer_only_through_checked_decorators():
+    """A prompt or a text put into a trace by hand would bypass the check above."""
+    for module in HANDLER_MODULES:
+        text = (ROOT / "handlers" / module).read_text()
+        assert "put_metadata" not in text and "put_annotation" not in text and "in_subsegment" not in text, module

@@ -235,6 +235,17 @@ def test_api_timeouts_auth_and_throttling(template):
     assert routes == {(method, path) for path, method in ROUTES.items()}
 
 
+def test_traces_capture_no_responses_or_errors_by_default(transformed):
+    """Defence in depth beside the handlers' own decorator flags (tests/test_security.py): every function's
+    environment switches powertools' capture of responses and errors off."""
+    functions = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert len(functions) == 3
+    for function in functions:
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+        assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
+
+
 def test_batch_wiring(template):
     worker = template["Resources"]["BatchWorkerFunction"]["Properties"]
     event = worker["Events"]["Chunks"]["Properties"]
