@@ -130,6 +130,37 @@ def test_requests_the_model_cannot_serve_are_400(api):
     assert status == 400 and "context" in body["error"]
 
 
+HEADLINE = "Parents in Westmere sue over night bus routes"
+
+
+@pytest.mark.parametrize("route, request_body, fragment", [
+    ("/v1/articles", {"headline": HEADLINE, "n": 8}, "the model's default"),  # 8 × 160 (generation_config)
+    ("/v1/headlines", {"parameters": {"num_beams": 8, "max_new_tokens": 130}}, "8 beams"),  # 8 beams × 130
+    ("/v1/news", {"n": 8}, "budget"),  # 8 × 32 headline tokens + 8 × 160 article tokens
+    ("/v1/news", {"n": 2, "parameters": {"num_beams": 4, "max_new_tokens": 100}}, "budget"),  # 4×100 + 2×4×100
+    # The article's prompt is the headline: up to 2 + 128 tokens, then 128 more, past the 256-token context.
+    ("/v1/news", {"prompt": "City council", "parameters": {"max_new_tokens": 128}}, "context"),
+])
+def test_requests_past_the_budget_or_context_are_400_before_generating(api, monkeypatch, route, request_body, fragment):
+    """The budget counts what runs: the model's default max_new_tokens when the request sets none, and every
+    beam of a beam search."""
+    from newsgen import generation
+
+    def must_not_run(*args, **kwargs):
+        raise RuntimeError("generation started for a request over the budget")
+
+    monkeypatch.setattr(generation, "generate", must_not_run)
+    status, body = call(api, "POST", route, request_body)
+    assert status == 400, body
+    assert body["error_type"] == "invalid_request" and fragment in body["error"], body
+
+
+def test_requests_within_the_budget_use_the_defaults(api):
+    status, body = call(api, "POST", "/v1/articles", {"headline": HEADLINE, "n": 6})  # 6 × 160 = 960
+    assert status == 200, body
+    assert len(body["results"]) == 6 and body["provenance"]["parameters"]["max_new_tokens"] == 160
+
+
 def test_unknown_route_is_404_json(api):
     status, body = call(api, "GET", "/v1/nothing")
     assert status == 404 and body["error_type"] == "not_found"
