@@ -15,12 +15,14 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import newsgen
 from newsgen.errors import NewsgenError
 from newsgen.schemas import (
+    MAX_JSON_DEPTH,
     ArticleRequest,
     ErrorResponse,
     GenerationResponse,
@@ -29,6 +31,7 @@ from newsgen.schemas import (
     ModelsResponse,
     NewsRequest,
     NewsResponse,
+    json_nesting_exceeds,
 )
 from newsgen.service import NewsService
 from newsgen.settings import load_settings
@@ -36,6 +39,8 @@ from newsgen.settings import load_settings
 settings = load_settings()
 logger = Logger(service="newsgen-api")
 metrics = Metrics(namespace="newsgen", service="api")
+# Every capture passes capture_response=False and capture_error=False: responses hold generated text and an
+# error may quote a request, and neither belongs in a trace (tests/test_security.py checks each decorator).
 tracer = Tracer(service="newsgen-api")
 app = APIGatewayRestResolver(enable_validation=True)
 OPENAPI = {
@@ -58,6 +63,10 @@ def documented(model, description: str = "Generated texts, labelled synthetic") 
     return {200: {"description": description, "content": {"application/json": {"model": model}}}, **ERRORS}
 
 
+# API Gateway (REST) stops waiting for a Lambda integration 29 s after it received the request and answers
+# 504, whatever the function's own timeout (the template's Timeout stays under it).
+GATEWAY_TIMEOUT_S = 29.0
+
 ROUTES = {"/v1/headlines": "POST", "/v1/articles": "POST", "/v1/news": "POST", "/v1/models": "GET", "/health": "GET"}
 
 
@@ -71,12 +80,17 @@ if settings.preload_models:
     service.preload_at_init()
 
 
-def deadline() -> float | None:
-    """The monotonic time by which this invocation must have answered."""
-    context = app.lambda_context
-    if context is None or not hasattr(context, "get_remaining_time_in_millis"):
-        return None
-    return time.monotonic() + context.get_remaining_time_in_millis() / 1000
+def deadline(event: dict, context) -> float | None:
+    """The monotonic time by which this invocation must have answered: the Lambda's own deadline, or API
+    Gateway's if that comes first. The gateway's clock starts when it received the request (requestTimeEpoch,
+    ms since the epoch), so a cold start's init has already used part of it."""
+    seconds_left = []
+    if context is not None and hasattr(context, "get_remaining_time_in_millis"):
+        seconds_left.append(context.get_remaining_time_in_millis() / 1000)
+    received_ms = (event.get("requestContext") or {}).get("requestTimeEpoch")
+    if isinstance(received_ms, (int, float)) and not isinstance(received_ms, bool):
+        seconds_left.append(received_ms / 1000 + GATEWAY_TIMEOUT_S - time.time())
+    return time.monotonic() + min(seconds_left) if seconds_left else None
 
 
 def observe(route: str, request, run):
@@ -84,7 +98,7 @@ def observe(route: str, request, run):
     if settings.log_prompts:
         logger.info("request", extra={"route": route, "request": request.model_dump()})
     started = time.perf_counter()
-    response = run(request, deadline())
+    response = run(request, deadline(app.current_event.raw_event, app.lambda_context))
     elapsed = time.perf_counter() - started
     tokens = sum(r.generated_tokens for r in response.results) if route != "news" else sum(
         i.headline.generated_tokens + i.article.generated_tokens for i in response.results
@@ -96,19 +110,19 @@ def observe(route: str, request, run):
 
 
 @app.post("/v1/headlines", summary="Generate headlines", responses=documented(GenerationResponse))
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def headlines(request: Annotated[HeadlineRequest, Body()]) -> GenerationResponse:
     return observe("headlines", request, service.headlines)
 
 
 @app.post("/v1/articles", summary="Generate article openings for a headline", responses=documented(GenerationResponse))
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def articles(request: Annotated[ArticleRequest, Body()]) -> GenerationResponse:
     return observe("articles", request, service.articles)
 
 
 @app.post("/v1/news", summary="Generate headline + article pairs", responses=documented(NewsResponse))
-@tracer.capture_method
+@tracer.capture_method(capture_response=False, capture_error=False)
 def news(request: Annotated[NewsRequest, Body()]) -> NewsResponse:
     return observe("news", request, service.news)
 
@@ -123,10 +137,20 @@ def health() -> HealthResponse:
     return HealthResponse(models_loaded=[f"{m.task}:{m.version}" for m in service.loaded_models()])
 
 
-def error(status: int, message: str, error_type: str, headers: dict | None = None, **extra) -> Response:
+def request_id(event: dict | None, context) -> str | None:
+    """API Gateway's id for the request (its caller gets it as the x-amzn-RequestId header), else the Lambda's.
+    Every log line carries it (correlation_id), so an error body can point at the log without quoting it."""
+    return ((event or {}).get("requestContext") or {}).get("requestId") or getattr(context, "aws_request_id", None)
+
+
+def error_body(message: str, error_type: str, rid: str | None, **extra) -> str:
     metrics.add_metric(name=f"errors_{error_type}", unit=MetricUnit.Count, value=1)
-    body = {"error": message, "error_type": error_type, **extra}
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=json.dumps(body), headers=headers)
+    return json.dumps({"error": message, "error_type": error_type, **extra, "request_id": rid})
+
+
+def error(status: int, message: str, error_type: str, headers: dict | None = None, **extra) -> Response:
+    body = error_body(message, error_type, request_id(app.current_event.raw_event, app.lambda_context), **extra)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -141,10 +165,22 @@ def invalid_request(exc: RequestValidationError) -> Response:
     return error(400, f"{where}: {first['msg']}", "validation_error", details=details)
 
 
+# What a 5xx body may say of the failure beyond its summary: its kind and the task, never its text.
+PUBLIC_DETAILS = ("cause", "task")
+
+
 @app.exception_handler(NewsgenError)
 def newsgen_error(exc: NewsgenError) -> Response:
-    logger.warning("request failed", extra={"error_type": exc.error_type, "error": exc.message})
-    return error(exc.status_code, exc.message, exc.error_type, **({"details": exc.details} if exc.details else {}))
+    rid = request_id(app.current_event.raw_event, app.lambda_context)
+    server_fault = exc.status_code >= 500
+    log = logger.error if server_fault else logger.warning
+    log("request failed", extra={"error_type": exc.error_type, "error": exc.message, "details": exc.details, "request_id": rid})
+    if not server_fault:  # the message is about the caller's request
+        return error(exc.status_code, exc.message, exc.error_type, **({"details": exc.details} if exc.details else {}))
+    details = {k: v for k, v in exc.details.items() if k in PUBLIC_DETAILS}
+    cause = f" ({details['cause']})" if "cause" in details else ""
+    message = f"{exc.public_message()}{cause}; retry in a moment, and quote request id {rid} if it persists"
+    return error(exc.status_code, message, exc.error_type, **({"details": details} if details else {}))
 
 
 @app.not_found
@@ -158,8 +194,9 @@ def not_found(exc: NotFoundError) -> Response:
 
 @app.exception_handler(Exception)
 def unexpected(exc: Exception) -> Response:
-    logger.exception("unexpected error")
-    return error(500, "internal error; the request id is in the logs", "internal_error")
+    rid = request_id(app.current_event.raw_event, app.lambda_context)
+    logger.exception("unexpected error", extra={"request_id": rid})
+    return error(500, f"internal error; retry, and quote request id {rid} if it persists", "internal_error")
 
 
 def as_json_request(event: dict) -> dict:
@@ -172,32 +209,36 @@ def as_json_request(event: dict) -> dict:
     return {**event, "headers": headers, "multiValueHeaders": multi}
 
 
-def unreadable_body(event: dict) -> dict | None:
-    """413 over the size limit; 400 for a body that is not UTF-8 text (API Gateway passes it base64)."""
-    body = event.get("body") or ""
+def unreadable_body(event: dict, rid: str | None = None) -> dict | None:
+    """413 over the size limit; 400 for a body that is not UTF-8 text (API Gateway passes it base64) or that
+    nests deeper than any request does (the JSON parser would hit Python's recursion limit)."""
+    body = text = event.get("body") or ""
     size = len(body) * 3 // 4 if event.get("isBase64Encoded") else len(body.encode("utf-8", "surrogatepass"))
     if size > settings.max_body_bytes:
-        return proxy_error(413, f"request body of {size} bytes is over the limit of {settings.max_body_bytes}", "payload_too_large")
+        return proxy_error(413, f"request body of {size} bytes is over the limit of {settings.max_body_bytes}",
+                           "payload_too_large", rid)
     if event.get("isBase64Encoded") and body:
         try:
-            base64.b64decode(body, validate=True).decode("utf-8")
+            text = base64.b64decode(body, validate=True).decode("utf-8")
         except (binascii.Error, UnicodeDecodeError):
-            return proxy_error(400, "request body is not UTF-8 JSON", "validation_error")
+            return proxy_error(400, "request body is not UTF-8 JSON", "validation_error", rid)
+    if json_nesting_exceeds(text):
+        return proxy_error(400, f"request body is nested too deeply: more than {MAX_JSON_DEPTH} levels of arrays "
+                           "and objects", "validation_error", rid)
     return None
 
 
-def proxy_error(status: int, message: str, error_type: str) -> dict:
-    metrics.add_metric(name=f"errors_{error_type}", unit=MetricUnit.Count, value=1)
+def proxy_error(status: int, message: str, error_type: str, rid: str | None) -> dict:
     return {
         "statusCode": status,
         "headers": {"Content-Type": content_types.APPLICATION_JSON},
-        "body": json.dumps({"error": message, "error_type": error_type}),
+        "body": error_body(message, error_type, rid),
         "isBase64Encoded": False,
     }
 
 
-@logger.inject_lambda_context(log_event=False, clear_state=True)
-@tracer.capture_lambda_handler(capture_response=False)  # responses hold generated text: not in traces
+@logger.inject_lambda_context(log_event=False, clear_state=True, correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def lambda_handler(event: dict, context: LambdaContext) -> dict:
-    return unreadable_body(event) or app.resolve(as_json_request(event), context)
+    return unreadable_body(event, request_id(event, context)) or app.resolve(as_json_request(event), context)

@@ -1,5 +1,6 @@
 """The API handler, called with real API Gateway proxy events, serving models from a moto S3 server."""
 
+import base64
 import json
 
 import pytest
@@ -97,11 +98,67 @@ def test_bad_requests_are_400_json(api, raw, fragment):
     assert "Traceback" not in json.dumps(body)
 
 
+@pytest.mark.parametrize("raw", ["[" * 10_000, '{"a":' * 2_500 + "1" + "}" * 2_500,
+                                 '{"parameters": {"stop": ' + "[" * 5_000 + "]" * 5_000 + "}}"])
+def test_deeply_nested_body_is_400_not_500(api, raw):
+    status, body = call(api, "POST", "/v1/headlines", raw=raw)
+    assert status == 400, body
+    assert body["error_type"] == "validation_error" and "nested too deeply" in body["error"]
+
+
+@pytest.mark.parametrize("raw", ["[" * 20_000, '{"a":' * 100_000 + "1" + "}" * 100_000])
+def test_deeply_nested_body_is_400_under_any_body_limit(api, monkeypatch, raw):
+    monkeypatch.setattr(api.settings, "max_body_bytes", 1024 * 1024)
+    status, body = call(api, "POST", "/v1/headlines", raw=raw)
+    assert status == 400 and "nested too deeply" in body["error"], body
+    encoded = api_event("POST", "/v1/headlines", raw=base64.b64encode(raw.encode()).decode())
+    encoded["isBase64Encoded"] = True
+    response = api.lambda_handler(encoded, FakeContext())
+    assert response["statusCode"] == 400 and "nested too deeply" in response["body"]
+
+
+def test_brackets_inside_strings_are_not_nesting(api):
+    prompt = 'A "quoted" \\ [' + "{[" * 50  # 101 brackets, every one inside the string
+    status, body = call(api, "POST", "/v1/headlines", {"prompt": prompt, "parameters": {"max_new_tokens": 2}})
+    assert status == 200, body
+
+
 def test_requests_the_model_cannot_serve_are_400(api):
     status, body = call(api, "POST", "/v1/headlines", {"n": 2, "parameters": {"do_sample": False}})
     assert status == 400 and body["error_type"] == "invalid_request"
     status, body = call(api, "POST", "/v1/articles", {"headline": "word " * 150, "parameters": {"max_new_tokens": 200}})
     assert status == 400 and "context" in body["error"]
+
+
+HEADLINE = "Parents in Westmere sue over night bus routes"
+
+
+@pytest.mark.parametrize("route, request_body, fragment", [
+    ("/v1/articles", {"headline": HEADLINE, "n": 8}, "the model's default"),  # 8 × 160 (generation_config)
+    ("/v1/headlines", {"parameters": {"num_beams": 8, "max_new_tokens": 130}}, "8 beams"),  # 8 beams × 130
+    ("/v1/news", {"n": 8}, "budget"),  # 8 × 32 headline tokens + 8 × 160 article tokens
+    ("/v1/news", {"n": 2, "parameters": {"num_beams": 4, "max_new_tokens": 100}}, "budget"),  # 4×100 + 2×4×100
+    # The article's prompt is the headline: up to 2 + 128 tokens, then 128 more, past the 256-token context.
+    ("/v1/news", {"prompt": "City council", "parameters": {"max_new_tokens": 128}}, "context"),
+])
+def test_requests_past_the_budget_or_context_are_400_before_generating(api, monkeypatch, route, request_body, fragment):
+    """The budget counts what runs: the model's default max_new_tokens when the request sets none, and every
+    beam of a beam search."""
+    from newsgen import generation
+
+    def must_not_run(*args, **kwargs):
+        raise RuntimeError("generation started for a request over the budget")
+
+    monkeypatch.setattr(generation, "generate", must_not_run)
+    status, body = call(api, "POST", route, request_body)
+    assert status == 400, body
+    assert body["error_type"] == "invalid_request" and fragment in body["error"], body
+
+
+def test_requests_within_the_budget_use_the_defaults(api):
+    status, body = call(api, "POST", "/v1/articles", {"headline": HEADLINE, "n": 6})  # 6 × 160 = 960
+    assert status == 200, body
+    assert len(body["results"]) == 6 and body["provenance"]["parameters"]["max_new_tokens"] == 160
 
 
 def test_unknown_route_is_404_json(api):
@@ -116,7 +173,7 @@ def test_no_model_published_is_503_and_retried(bucket, service_for, monkeypatch,
     monkeypatch.setattr(module, "service", service_for(bucket))
     status, body = call(module, "POST", "/v1/headlines", {"n": 1})
     assert status == 503 and body["error_type"] == "model_unavailable"
-    assert "no headline model is published" in body["error"]
+    assert body["details"] == {"cause": "artifact_not_found", "task": "headline"}
     publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
     status, body = call(module, "POST", "/v1/headlines", {"n": 1})  # the next request tries again
     assert status == 200
@@ -150,6 +207,39 @@ def test_time_budget_stops_generation_and_says_so(api):
     result = body["results"][0]
     assert result["finish_reason"] == "time"
     assert result["generated_tokens"] < 200
+
+
+def test_deadline_counts_from_api_gateways_request_time():
+    """API Gateway gives up 29 s after it received the request, cold start included, whatever the Lambda's
+    own remaining time says: the earlier of the two is the deadline."""
+    import time
+
+    from handlers import api as module
+
+    def seconds_left(received_ago_s: float | None, lambda_remaining_ms: int) -> float:
+        event = api_event("POST", "/v1/headlines", {})
+        if received_ago_s is not None:
+            event["requestContext"]["requestTimeEpoch"] = int((time.time() - received_ago_s) * 1000)
+        return module.deadline(event, FakeContext(remaining_ms=lambda_remaining_ms)) - time.monotonic()
+
+    assert seconds_left(27, 28_000) == pytest.approx(module.GATEWAY_TIMEOUT_S - 27, abs=0.2)  # a slow cold start
+    assert seconds_left(0, 5_000) == pytest.approx(5, abs=0.2)  # the Lambda's own deadline comes first
+    assert seconds_left(None, 28_000) == pytest.approx(28, abs=0.2)  # no request time: the Lambda's alone
+
+
+def test_request_received_long_ago_stops_generation_early(api):
+    """The Lambda has its full 28 s, but API Gateway received the request 28.5 s ago (a cold start's init
+    took that long): generation must stop at once, not run its full length."""
+    import time
+
+    event = api_event("POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes",
+                                               "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0}})
+    event["requestContext"]["requestTimeEpoch"] = int((time.time() - 28.5) * 1000)
+    response = api.lambda_handler(event, FakeContext(remaining_ms=28_000))
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 200, body
+    assert body["results"][0]["finish_reason"] == "time"
+    assert body["results"][0]["generated_tokens"] < 200
 
 
 def test_stop_sequences_cut_the_text(api):

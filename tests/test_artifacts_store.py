@@ -29,7 +29,10 @@ def test_publish_writes_layout_manifest_and_latest(s3, bucket, headline_model):
     names = {f.path for f in stored.files}
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md"} <= names
     assert not any(n.startswith("checkpoints/") or n.endswith(".bin") or n == "loss.png" for n in names)
-    assert {f"models/headline/v1/{n}" for n in names} | {"models/headline/v1/manifest.json", "models/headline/LATEST"} == keys
+    assert {f"models/headline/v1/{n}" for n in names} | {"models/headline/v1/manifest.json", "models/headline/v1/claim.json",
+                                                        "models/headline/LATEST"} == keys
+    claim = json.loads(read(s3, bucket, "models/headline/v1/claim.json"))
+    assert claim["files_sha256"] == artifacts.files_fingerprint(stored)
     assert stored.format_version == artifacts.FORMAT_VERSION and stored.task == "headline"
     assert stored.special_tokens["eos_token"] == "<|EOS|>"
     assert stored.metrics["val_perplexity"] > 1 and stored.data_fingerprint
@@ -80,6 +83,88 @@ def test_latest_moves_only_after_a_complete_upload(s3, bucket, headline_model, m
     # A reader following LATEST still gets the complete v1.
     manifest = artifacts.read_manifest(s3, bucket=bucket, prefix="models", task="headline", version="v1")
     assert manifest.version == "v1"
+
+
+def snapshot(s3, bucket) -> dict:
+    return {o["Key"]: read(s3, bucket, o["Key"]) for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
+
+
+def test_racing_publishers_of_one_version_cannot_both_succeed(s3, bucket, headline_model, tmp_path, monkeypatch):
+    """Both check that v1 is not published before either has written its manifest; the conditional write of
+    the manifest lets only one of them publish it. (Two machines with the same files: two copies.)"""
+    import threading
+
+    both_checked = threading.Barrier(2, timeout=30)
+    real_exists = artifacts.object_exists
+    checked = set()
+
+    def raced_check(client, bucket_name, key):
+        found = real_exists(client, bucket_name, key)
+        if key.endswith(artifacts.MANIFEST_NAME) and threading.get_ident() not in checked:
+            checked.add(threading.get_ident())
+            both_checked.wait()  # neither goes on before the other has looked
+        return found
+
+    monkeypatch.setattr(artifacts, "object_exists", raced_check)
+    outcomes = []
+
+    def publish(model_dir):
+        try:
+            outcomes.append(publish_model(model_dir, bucket=bucket, prefix="models", task="headline", version="v1",
+                                          progress=False))
+        except Exception as exc:  # noqa: BLE001 - the assertion below says which
+            outcomes.append(exc)
+
+    copies = [shutil.copytree(headline_model, tmp_path / f"copy{i}", ignore=shutil.ignore_patterns("checkpoints"))
+              for i in range(2)]
+    threads = [threading.Thread(target=publish, args=(copy,)) for copy in copies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    errors = [o for o in outcomes if isinstance(o, Exception)]
+    assert len(outcomes) == 2 and len(errors) == 1, outcomes
+    assert isinstance(errors[0], VersionExists) and errors[0].status_code == 409
+    assert read(s3, bucket, "models/headline/LATEST") == b"v1"
+    assert make_store(s3, bucket, tmp_path).get("headline", "v1").version == "v1"  # whole and verified
+
+
+def test_a_publisher_of_other_files_never_overwrites_a_version(s3, bucket, headline_model, tmp_path, monkeypatch):
+    """The second publisher's existence check ran before the first's manifest landed (simulated: it sees none),
+    and it has other files: it is refused before it overwrites any of the first one's."""
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    before = snapshot(s3, bucket)
+    other = tmp_path / "other"
+    shutil.copytree(headline_model, other, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((other / "generation_config.json").read_text())
+    (other / "generation_config.json").write_text(json.dumps({**config, "temperature": 0.5}))
+    monkeypatch.setattr(artifacts, "object_exists", lambda *args: False)
+    with pytest.raises(VersionExists, match="claimed by a publish of other files") as info:
+        publish_model(other, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    assert info.value.status_code == 409
+    assert snapshot(s3, bucket) == before  # not one byte overwritten
+    monkeypatch.undo()
+    assert make_store(s3, bucket, tmp_path).get("headline", "v1").version == "v1"
+
+
+def test_an_interrupted_publish_can_be_run_again(s3, bucket, headline_model, tmp_path, monkeypatch):
+    """Its claim is its own (the same files): the publish goes on where the first attempt stopped."""
+    real_upload = s3.upload_file
+    calls = []
+
+    def failing_upload(filename, bucket_name, key, **kwargs):
+        calls.append(key)
+        if len(calls) == 3:
+            raise ConnectionError("network dropped mid-publish")
+        return real_upload(filename, bucket_name, key, **kwargs)
+
+    monkeypatch.setattr(s3, "upload_file", failing_upload)
+    with pytest.raises(ConnectionError):
+        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+    monkeypatch.undo()
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+    assert read(s3, bucket, "models/headline/LATEST") == b"v2"
+    assert make_store(s3, bucket, tmp_path).get("headline").version == "v2"
 
 
 def test_publish_refuses_pickle_weights(headline_model, tmp_path, s3, bucket):

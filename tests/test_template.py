@@ -88,9 +88,13 @@ PSEUDO_PARAMETERS = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::St
                      "AWS::NoValue", "AWS::StackId"}
 
 
+NO_VALUE = {"Ref": "AWS::NoValue"}  # a property (or list item) CloudFormation leaves out
+
+
 def deployed(transformed: dict, parameters: dict) -> dict:
     """What CloudFormation keeps of a transformed template for these parameters: conditions evaluated,
-    resources and outputs whose condition is false dropped, every Fn::If replaced by its chosen branch."""
+    resources and outputs whose condition is false dropped, every Fn::If replaced by its chosen branch, and
+    AWS::NoValue left out."""
     values = {name: str(p.get("Default", "")) for name, p in transformed.get("Parameters", {}).items()}
     values.update(parameters)
     holds = conditions(transformed, values)
@@ -100,9 +104,9 @@ def deployed(transformed: dict, parameters: dict) -> dict:
             if set(value) == {"Fn::If"}:
                 name, if_true, if_false = value["Fn::If"]
                 return resolve(if_true if holds[name] else if_false)
-            return {k: resolve(v) for k, v in value.items()}
+            return {k: v for k, v in ((k, resolve(v)) for k, v in value.items()) if v != NO_VALUE}
         if isinstance(value, list):
-            return [resolve(v) for v in value]
+            return [v for v in (resolve(v) for v in value) if v != NO_VALUE]
         return value
 
     kept = {}
@@ -178,6 +182,76 @@ def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_p
         assert references(body) <= known, (name, references(body) - known)
 
 
+@pytest.mark.parametrize("value, reserved", [("", False), ("0", False), ("5", True)])
+def test_reserved_concurrency_is_optional(transformed, value, reserved):
+    """Lambda's 0 would throttle every request, so 0 (like empty) means unreserved: the property is left out."""
+    out = deployed(transformed, {"ReservedConcurrency": value})["Resources"]
+    functions = {name: r["Properties"] for name, r in out.items() if r["Type"] == "AWS::Lambda::Function"}
+    assert ("ReservedConcurrentExecutions" in functions["ApiFunction"]) is reserved
+    if reserved:
+        assert functions["ApiFunction"]["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
+    assert not any("ReservedConcurrentExecutions" in props for name, props in functions.items() if name != "ApiFunction")
+
+
+def test_reserved_concurrency_accepts_only_counts(template):
+    pattern = re.compile(template["Parameters"]["ReservedConcurrency"]["AllowedPattern"])
+    assert all(pattern.match(v) for v in ("", "0", "1", "250"))
+    assert not any(pattern.match(v) for v in ("-1", "007", "ten", "1.5"))
+
+
+def function_statements(stack: dict, function: str) -> list[dict]:
+    """Every IAM statement a deployed function's role carries: the role's own policies and any AWS::IAM::Policy
+    attached to it."""
+    resources = stack["Resources"]
+    role = resources[function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    found = [s for p in resources[role]["Properties"].get("Policies", []) for s in p["PolicyDocument"]["Statement"]]
+    for body in resources.values():
+        if body["Type"] == "AWS::IAM::Policy" and {"Ref": role} in body["Properties"]["Roles"]:
+            found += body["Properties"]["PolicyDocument"]["Statement"]
+    return found
+
+
+@pytest.mark.parametrize("bucket_name, bucket", [("", {"Ref": "ModelBucket"}), ("existing-models", {"Ref": "ModelBucketName"})])
+def test_model_readers_list_only_the_model_prefix(transformed, bucket_name, bucket):
+    """A GET of a missing artifact is a 404 (not a 403) for the functions that read models: they may list the
+    bucket, under the model prefix only."""
+    stack = deployed(transformed, {"ModelBucketName": bucket_name})
+    for function, lists_models in (("ApiFunction", True), ("BatchWorkerFunction", True), ("BatchDispatchFunction", False)):
+        listing = [s for s in function_statements(stack, function) if "s3:ListBucket" in as_list(s["Action"])]
+        model_listing = [s for s in listing if "ModelPrefix" in flat(s.get("Condition"))]
+        assert bool(model_listing) is lists_models, function
+        for statement in listing:  # the model bucket under the prefix; the stack's own results bucket whole
+            results = flat(statement["Resource"]).endswith("-results-${AWS::AccountId}-${AWS::Region}'}")
+            assert results or set(statement["Condition"]) == {"StringLike"}, (function, statement)
+        for statement in model_listing:
+            assert statement["Effect"] == "Allow"
+            assert statement["Condition"]["StringLike"]["s3:prefix"] == {"Fn::Sub": "${ModelPrefix}/*"}
+            text, names = statement["Resource"]["Fn::Sub"]
+            assert text == "arn:${AWS::Partition}:s3:::${Bucket}" and names == {"Bucket": bucket}  # the bucket, no key
+
+
+@pytest.mark.parametrize("bucket_name", ["", "existing-models"])
+def test_every_created_bucket_refuses_plain_http(transformed, bucket_name):
+    stack = deployed(transformed, {"ModelBucketName": bucket_name})
+    out = stack["Resources"]
+    buckets = {name for name, r in out.items() if r["Type"] == "AWS::S3::Bucket"}
+    assert ("ModelBucket" in buckets) is (bucket_name == "")
+    policies = {r["Properties"]["Bucket"]["Ref"]: r["Properties"]["PolicyDocument"]["Statement"]
+                for r in out.values() if r["Type"] == "AWS::S3::BucketPolicy"}
+    assert set(policies) == buckets
+    for name, statements_ in policies.items():
+        deny = [s for s in statements_ if s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}]
+        assert deny, name
+        assert deny[0]["Principal"] == "*" and deny[0]["Action"] == "s3:*"
+        assert {flat(r) for r in deny[0]["Resource"]} == {
+            flat({"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::${{{name}}}"}),
+            flat({"Fn::Sub": f"arn:${{AWS::Partition}}:s3:::${{{name}}}/*"}),
+        }
+    known = set(out) | set(stack["Parameters"]) | PSEUDO_PARAMETERS
+    for name, body in out.items():  # nothing refers to the model bucket when the stack does not create it
+        assert references(body) <= known, (name, references(body) - known)
+
+
 def test_sam_transform_output(transformed):
     out = transformed["Resources"]
     mappings = [r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"]
@@ -209,6 +283,10 @@ def test_iam_least_privilege(template):
                 assert actions == ["s3:GetObject"] or actions == "s3:GetObject", (name, statement)
             if "s3:ListBucket" in actions:  # of the stack's own results bucket only
                 assert all(t.endswith("-results-${AWS::AccountId}-${AWS::Region}'}") for t in targets), (name, statement)
+    for name, policy in resources(template, "AWS::IAM::Policy").items():  # policies attached to the functions' roles
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+            assert as_list(statement["Action"]) == ["s3:ListBucket"] and statement["Effect"] == "Allow", name
+            assert statement["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${ModelPrefix}/*"}}}, name
     api_actions = {a for s in statements(functions["ApiFunction"]) for a in as_list(s["Action"])}
     assert api_actions == {"s3:GetObject"}  # the API only reads models
 
@@ -225,7 +303,9 @@ def test_buckets_encrypted_and_private(template):
 
 def test_api_timeouts_auth_and_throttling(template):
     api = template["Resources"]["ApiFunction"]["Properties"]
-    assert api["Timeout"] < 29  # API Gateway's integration limit
+    from handlers.api import GATEWAY_TIMEOUT_S
+
+    assert api["Timeout"] < GATEWAY_TIMEOUT_S  # API Gateway's integration limit
     assert int(api["Environment"]["Variables"]["TIME_MARGIN_MS"]) < api["Timeout"] * 1000
     gateway = template["Resources"]["NewsApi"]["Properties"]
     assert template["Parameters"]["ApiAuthMode"]["Default"] == "API_KEY"  # safe by default
@@ -234,6 +314,17 @@ def test_api_timeouts_auth_and_throttling(template):
     from handlers.api import ROUTES
 
     assert routes == {(method, path) for path, method in ROUTES.items()}
+
+
+def test_traces_capture_no_responses_or_errors_by_default(transformed):
+    """Defence in depth beside the handlers' own decorator flags (tests/test_security.py): every function's
+    environment switches powertools' capture of responses and errors off."""
+    functions = [r for r in transformed["Resources"].values() if r["Type"] == "AWS::Lambda::Function"]
+    assert len(functions) == 4
+    for function in functions:
+        variables = function["Properties"]["Environment"]["Variables"]
+        assert variables["POWERTOOLS_TRACER_CAPTURE_RESPONSE"] == "false"
+        assert variables["POWERTOOLS_TRACER_CAPTURE_ERROR"] == "false"
 
 
 def test_batch_wiring(template):

@@ -1,10 +1,13 @@
 """The artifact contract: where a model version lives in S3, what its manifest says, how it is published.
 
+    s3://<bucket>/<prefix>/<task>/<version>/claim.json      (written first: which files this version gets)
     s3://<bucket>/<prefix>/<task>/<version>/config.json, model.safetensors, tokenizer files, ...
     s3://<bucket>/<prefix>/<task>/<version>/manifest.json   (written after every file)
     s3://<bucket>/<prefix>/<task>/LATEST                    (the version name; moved last)
 
-A reader that follows LATEST, or a pinned version's manifest, therefore never sees half a version.
+A reader that follows LATEST, or a pinned version's manifest, therefore never sees half a version. The claim
+and the manifest are conditional writes (If-None-Match: *): of two publishers racing for one version, one
+succeeds and the other gets VersionExists without having overwritten any of its files.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from newsgen.prompt import SPECIAL_TOKENS, TASKS
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+CLAIM_NAME = "claim.json"
 LATEST_NAME = "LATEST"
 VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -231,19 +235,65 @@ def publish(
     base = version_prefix(prefix, manifest.task, manifest.version)
     if object_exists(s3, bucket, base + MANIFEST_NAME):
         raise VersionExists(f"s3://{bucket}/{base} is already published; choose another --version")
+    claim_version(s3, bucket, base, manifest)
     for entry in manifest.files:
         s3.upload_file(
             str(Path(model_dir) / entry.path), bucket, base + entry.path, Config=TRANSFER_CONFIG, Callback=progress
         )
-    s3.put_object(
-        Bucket=bucket,
-        Key=base + MANIFEST_NAME,
-        Body=manifest.model_dump_json(indent=2).encode(),
-        ContentType="application/json",
-    )
+    try:
+        s3.put_object(
+            Bucket=bucket,
+            Key=base + MANIFEST_NAME,
+            Body=manifest.model_dump_json(indent=2).encode(),
+            ContentType="application/json",
+            IfNoneMatch="*",  # the existence check above and this write are not one step: S3 makes them one
+        )
+    except s3.exceptions.ClientError as exc:
+        if not _lost_race(exc):
+            raise
+        raise VersionExists(f"s3://{bucket}/{base} was published by another publisher meanwhile; choose another --version") from None
     if move_latest:
         set_latest(s3, bucket=bucket, prefix=prefix, task=manifest.task, version=manifest.version)
     return manifest
+
+
+def files_fingerprint(manifest: Manifest) -> str:
+    """sha256 over a version's file list (paths, sizes, sha256s): equal exactly when the files are."""
+    listing = sorted((entry.path, entry.size, entry.sha256) for entry in manifest.files)
+    return hashlib.sha256(json.dumps(listing).encode()).hexdigest()
+
+
+def _lost_race(exc) -> bool:
+    """A conditional write refused because the object exists (412), or because another conditional write of
+    it is in flight (409)."""
+    return exc.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
+def claim_version(s3, bucket: str, base: str, manifest: Manifest) -> None:
+    """Claim a version's keys before writing any of them: a conditional put of the files' fingerprint. A
+    publisher that finds another fingerprint there stops before overwriting a byte of another publish (S3 has
+    no conditional multipart upload to guard each file with); one that finds its own — the same publish run
+    again after an interruption, or a twin with the same files — goes on, since it writes the same bytes."""
+    fingerprint = files_fingerprint(manifest)
+    claim = {"task": manifest.task, "version": manifest.version, "files_sha256": fingerprint,
+             "created_at": manifest.created_at}
+    try:
+        s3.put_object(Bucket=bucket, Key=base + CLAIM_NAME, Body=json.dumps(claim, indent=2).encode(),
+                      ContentType="application/json", IfNoneMatch="*")
+        return
+    except s3.exceptions.ClientError as exc:
+        if not _lost_race(exc):
+            raise
+    try:
+        held = json.loads(s3.get_object(Bucket=bucket, Key=base + CLAIM_NAME)["Body"].read())
+    except (s3.exceptions.NoSuchKey, ValueError):
+        held = {}
+    if not isinstance(held, dict) or held.get("files_sha256") != fingerprint:
+        started = held.get("created_at", "at an unknown time") if isinstance(held, dict) else "at an unknown time"
+        raise VersionExists(
+            f"s3://{bucket}/{base} is claimed by a publish of other files (started {started}), running or "
+            "interrupted; choose another --version"
+        )
 
 
 def set_latest(s3, *, bucket: str, prefix: str, task: str, version: str) -> None:

@@ -5,11 +5,18 @@ handlers and the CLI turn them into clear messages without knowing the details."
 class NewsgenError(Exception):
     error_type = "newsgen_error"
     status_code = 500
+    # What a caller of an API may be told when the service is at fault (5xx): the message itself names
+    # buckets, keys, local paths and library errors, which belong in the log. 4xx messages describe the
+    # caller's own request and are told as they are.
+    public_summary = "the service failed to answer"
 
     def __init__(self, message: str, **details):
         super().__init__(message)
         self.message = message
         self.details = details
+
+    def public_message(self) -> str:
+        return self.message if self.status_code < 500 else self.public_summary
 
     def to_dict(self) -> dict:
         body = {"error": self.message, "error_type": self.error_type}
@@ -58,10 +65,16 @@ class VersionExists(ArtifactError):
 
 
 class ModelUnavailable(NewsgenError):
-    """A model could not be resolved, downloaded or loaded; the next request tries again."""
+    """A model could not be resolved, downloaded or loaded; the next request tries again. details: `cause`
+    (the underlying error type) and `task` where known."""
 
     error_type = "model_unavailable"
     status_code = 503
+    public_summary = "a model this request needs cannot be loaded right now"
+
+    def public_message(self) -> str:
+        task = self.details.get("task")
+        return f"the {task} model cannot be loaded right now" if task else self.public_summary
 
 
 class BatchJobError(NewsgenError):

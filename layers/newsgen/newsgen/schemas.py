@@ -3,6 +3,7 @@ them). Limits are static so that the published spec states them."""
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -13,6 +14,29 @@ MAX_TOTAL_NEW_TOKENS = 1024  # n × max_new_tokens per request: bounds one reque
 MAX_PROMPT_CHARS = 1000
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 50
+# Nesting of a request body. Ours needs 3 ({"parameters": {"stop": [...]}}); JSON nested a few thousand deep
+# makes Python's parser (and pydantic) raise RecursionError, so deeper bodies are refused before parsing.
+MAX_JSON_DEPTH = 32
+
+# A JSON string (escapes included), a bracket, or a quote that opens a string never closed.
+_JSON_NESTING_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')
+
+
+def json_nesting_exceeds(text: str, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether JSON text nests arrays/objects deeper than `limit`, read without parsing it (brackets inside
+    strings do not count). Valid or not: malformed JSON that is not too deep is left to the parser."""
+    depth = 0
+    for match in _JSON_NESTING_TOKENS.finditer(text):
+        token = match.group()
+        if token == "[" or token == "{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif token == "]" or token == "}":
+            depth -= 1
+        elif token == '"':  # an unterminated string runs to the end
+            break
+    return False
 
 
 class Strict(BaseModel):
@@ -149,6 +173,8 @@ class ErrorResponse(BaseModel):
     error: str
     error_type: str
     details: list | dict | None = None
+    request_id: str | None = Field(None, description="Quote it when reporting a problem: the logs hold the full "
+                                   "error under this id.")
 
 
 class ModelInfo(BaseModel):

@@ -55,7 +55,8 @@ class NewsService:
 
     def _create_store(self) -> ModelStore:
         if not self.settings.model_bucket:
-            raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live")
+            raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live",
+                                   cause="not_configured")
         from newsgen import s3
 
         return ModelStore(
@@ -125,8 +126,8 @@ class NewsService:
     def headlines_many(
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[GenerationResponse]:
-        _check_budget(n, params)
         loaded = self.model("headline")
+        _check_budget([("", _demand(loaded, n, params))])
         prefixes = [p or "" for p in prompts]
         out = generation.generate(
             loaded, [prompt.headline_prompt(p) for p in prefixes], n=n, params=params, time_budget_s=self._budget(deadline)
@@ -140,8 +141,8 @@ class NewsService:
     def articles_many(
         self, headlines: list[str], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[GenerationResponse]:
-        _check_budget(n, params)
         loaded = self.model("article")
+        _check_budget([("", _demand(loaded, n, params))])
         out = generation.generate(
             loaded, [prompt.article_prompt(h) for h in headlines], n=n, params=params, time_budget_s=self._budget(deadline)
         )
@@ -155,12 +156,15 @@ class NewsService:
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[NewsResponse]:
         """n headlines per prompt, then one article for each headline, all articles in one generate call."""
-        _check_budget(2 * n, params)
         headline_model, article_model = self.model("headline"), self.model("article")
+        # n headlines per prompt, then one article (of num_beams beams) per headline.
+        _check_budget([("headlines: ", _demand(headline_model, n, params)),
+                       ("articles: ", _demand(article_model, 1, params, prompts=n))])
+        prefixes = [p or "" for p in prompts]
+        _check_news_context(headline_model, article_model, prefixes, params)
         if params.seed is None and (params.num_beams or 1) == 1:
             # One seed for both calls, so the provenance's seed reproduces the whole item.
             params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
-        prefixes = [p or "" for p in prompts]
         heads = generation.generate(
             headline_model,
             [prompt.headline_prompt(p) for p in prefixes],
@@ -214,10 +218,47 @@ class NewsService:
         return max(0.05, (deadline - time.monotonic() - margin) * share)
 
 
-def _check_budget(n: int, params: GenerationParameters) -> None:
-    if params.max_new_tokens and n * params.max_new_tokens > MAX_TOTAL_NEW_TOKENS:
+def _demand(loaded: LoadedModel, n: int, params: GenerationParameters, prompts: int = 1) -> tuple[int, str]:
+    """The tokens one request's generate call may compute, and how: every sequence runs to the effective
+    max_new_tokens (the request's, else the model's default), and a beam search of width b computes b
+    sequences per prompt however few it returns."""
+    decoding = generation.effective_parameters(loaded, params)
+    beams, max_new = decoding["num_beams"], decoding["max_new_tokens"]
+    rows = prompts * max(n, beams)
+    how = f"{prompts} × {beams} beams" if beams > 1 and prompts > 1 else f"{beams} beams" if beams > 1 else f"n={rows}"
+    source = ", the model's default" if params.max_new_tokens is None else ""
+    return rows * max_new, f"{how} × max_new_tokens {max_new}{source}"
+
+
+def _check_budget(parts: list[tuple[str, tuple[int, str]]]) -> None:
+    """Refuse, before generating, a request that may compute more than MAX_TOTAL_NEW_TOKENS tokens."""
+    total = sum(tokens for _, (tokens, _) in parts)
+    if total > MAX_TOTAL_NEW_TOKENS:
+        how = "; ".join(label + text for label, (_, text) in parts)
         raise InvalidRequest(
-            f"n × max_new_tokens = {n * params.max_new_tokens} exceeds the per-request budget of {MAX_TOTAL_NEW_TOKENS}"
+            f"this request may generate {total} tokens ({how}), over the per-request budget of "
+            f"{MAX_TOTAL_NEW_TOKENS}: lower n, num_beams or max_new_tokens",
+            tokens=total,
+            budget=MAX_TOTAL_NEW_TOKENS,
+        )
+
+
+def _check_news_context(headline_model: LoadedModel, article_model: LoadedModel, prefixes: list[str],
+                        params: GenerationParameters) -> None:
+    """Each article's prompt is its headline: refuse up front, rather than after generating the headlines, a
+    request whose longest possible headline leaves no room in the article model's context."""
+    headline_tokens = generation.effective_parameters(headline_model, params)["max_new_tokens"]
+    article_tokens = generation.effective_parameters(article_model, params)["max_new_tokens"]
+    tokenizer = headline_model.tokenizer
+    prefix = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prefixes)
+    article_prompt = prefix + headline_tokens + 2  # the headline between bos and the separator
+    if article_prompt + article_tokens > article_model.context_length:
+        raise InvalidRequest(
+            f"a headline of up to {prefix + headline_tokens} tokens (prompt {prefix} + max_new_tokens "
+            f"{headline_tokens}) + max_new_tokens {article_tokens} for its article exceeds the article model's "
+            f"context of {article_model.context_length} tokens: shorten the prompt or lower max_new_tokens",
+            prompt_tokens=prefix,
+            context_length=article_model.context_length,
         )
 
 

@@ -107,10 +107,11 @@ FETCH_ERRORS = (NewsgenError, OSError, ClientError, BotoCoreError)
 
 def unavailable(task: str, version: str, exc: BaseException) -> ModelUnavailable:
     if isinstance(exc, ModelUnavailable):
+        exc.details.setdefault("task", task)
         return exc
     message = getattr(exc, "message", None) or str(exc)
     cause = getattr(exc, "error_type", None) or type(exc).__name__
-    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", cause=cause)
+    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", cause=cause, task=task)
 
 
 class ModelStore:
