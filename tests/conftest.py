@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -23,6 +24,8 @@ os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "newsgen-test")
 os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# One watermark keyring for the session, made on first use as `make run` makes its own.
+os.environ.setdefault("WATERMARK_KEYS_FILE", os.path.join(tempfile.mkdtemp(prefix="newsgen-test-"), "watermark-keys.json"))
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""`python -m training <command>`: prepare, train, distill, sample, publish, demo-data.
+"""`python -m training <command>`: prepare, train, distill, sample, publish, set-latest, mirror, detect,
+watermark-keys, demo-data.
 
 Errors in the user's input end with one line naming the problem (exit 2), not a traceback.
 """
@@ -80,6 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--output", type=Path, required=True, help="e.g. infra/lambda/baked")
     m.add_argument("--headline-version", default=None, help="default: LATEST")
     m.add_argument("--article-version", default=None, help="default: LATEST")
+
+    w = commands.add_parser("detect", help="check texts for the watermark (needs the deployment's keyring)")
+    source = w.add_mutually_exclusive_group(required=True)
+    source.add_argument("--text", help="one text")
+    source.add_argument("--file", type=Path, help="a file: one text, or one per line with --lines")
+    w.add_argument("--lines", action="store_true", help="with --file: each non-blank line is a text")
+    keys = w.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--keys-file", type=Path, help="a keyring file (make run's: .newsgen/watermark-keys.json)")
+    keys.add_argument("--keys-parameter", help="the SSM SecureString parameter of a deployed stack")
+    w.add_argument("--model", type=Path, default=None,
+                   help="a model directory whose tokenizer to use (default: GPT-2's, with newsgen's special tokens)")
+
+    g = commands.add_parser("watermark-keys", help="print a new watermark keyring, or one with a new current key")
+    g.add_argument("--rotate", type=Path, default=None,
+                   help="an existing keyring file: its keys stay (for detection), a new one becomes current")
 
     d = commands.add_parser("demo-data", help="write the project's own synthetic demo corpus (CSV)")
     d.add_argument("--output", type=Path, required=True)
@@ -175,6 +191,19 @@ def run(args: argparse.Namespace) -> object:
         mirrored = mirror(s3.client(), bucket=args.bucket, prefix=args.prefix, dest=args.output, versions=versions)
         return {"output": str(args.output), "versions": mirrored,
                 "serve_with": "MODEL_BUCKET=file:///opt/newsgen/baked (in the image built with BAKED_MODELS)"}
+    if args.command == "detect":
+        from training.detect import detect
+
+        texts = [args.text] if args.text is not None else None
+        if texts is None:
+            content = args.file.read_text(encoding="utf-8")
+            texts = [line for line in content.splitlines() if line.strip()] if args.lines else [content]
+        return detect(texts, keys_file=args.keys_file, keys_parameter=args.keys_parameter, model=args.model)
+    if args.command == "watermark-keys":
+        from newsgen import watermark
+
+        existing = watermark.parse_keyring(args.rotate.read_text(), str(args.rotate)) if args.rotate else None
+        return watermark.keyring_with_new_key(existing).model_dump()
     if args.command == "demo-data":
         from training.demo_corpus import write_demo_csv
 

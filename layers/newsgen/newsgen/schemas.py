@@ -4,7 +4,7 @@ them). Limits are static so that the published spec states them."""
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -146,6 +146,12 @@ class ModelRef(BaseModel):
     version: str
 
 
+class WatermarkInfo(BaseModel):
+    scheme: str = Field(description="kgw-lefthash-1: transformers' green-list watermark (25 % green, bias 2.0).")
+    key_id: str = Field(description="Which key marked the text (not the key): detection names it back.")
+    detect: str = "POST /v1/detect"
+
+
 class Provenance(BaseModel):
     synthetic: Literal[True] = True
     notice: str = "Machine-generated text from a language model trained on news. It is not news and not true."
@@ -153,6 +159,8 @@ class Provenance(BaseModel):
     parameters: dict
     seed: int | None
     created_at: str
+    watermark: WatermarkInfo | None = Field(description="The statistical watermark the texts carry; null only "
+                                            "where the deployment turned it off.")
 
 
 class GenerationResponse(BaseModel):
@@ -167,6 +175,43 @@ class NewsResponse(BaseModel):
     model: list[ModelRef]
     synthetic: Literal[True] = True
     provenance: Provenance
+
+
+MAX_DETECT_TEXTS = 16
+MAX_DETECT_CHARS = 20_000
+
+
+class DetectRequest(Strict):
+    """One text, or several: each is judged on its own."""
+
+    text: str | None = Field(None, min_length=1, max_length=MAX_DETECT_CHARS)
+    texts: list[Annotated[str, Field(min_length=1, max_length=MAX_DETECT_CHARS)]] | None = Field(
+        None, min_length=1, max_length=MAX_DETECT_TEXTS)
+
+    @model_validator(mode="after")
+    def _one_form(self):
+        if (self.text is None) == (self.texts is None):
+            raise ValueError("give either 'text' or 'texts'")
+        return self
+
+    def all_texts(self) -> list[str]:
+        return [self.text] if self.text is not None else list(self.texts or [])
+
+
+class DetectionResult(BaseModel):
+    watermarked: bool | None = Field(description="null when the text is too short to judge.")
+    verdict: Literal["watermarked", "not_watermarked", "too_short"]
+    score: float | None = Field(description="z-score of the green-token count under the best-matching key.")
+    p_value: float | None = Field(description="Chance of a score this high in unmarked text (all keys counted).")
+    tokens_scored: int
+    key_id: str | None = Field(description="The key that marked the text, when watermarked.")
+
+
+class DetectResponse(BaseModel):
+    results: list[DetectionResult]
+    scheme: str
+    threshold: float = Field(description="z-score from which a text counts as watermarked.")
+    min_tokens: int = Field(description="Texts with fewer scored tokens are too short to judge.")
 
 
 class ErrorResponse(BaseModel):

@@ -13,9 +13,12 @@ import secrets
 import threading
 import time
 
-from newsgen import generation, prompt
+from newsgen import generation, prompt, watermark
 from newsgen.errors import InvalidRequest, ModelUnavailable, NewsgenError
 from newsgen.schemas import (
+    DetectionResult,
+    DetectResponse,
+    WatermarkInfo,
     MAX_TOTAL_NEW_TOKENS,
     ArticleRequest,
     GeneratedText,
@@ -44,6 +47,10 @@ class NewsService:
         self._store = store
         self._store_lock = threading.Lock()  # the init's preload thread and the first request both want it
         self.on_model_loaded = on_model_loaded
+        self._keyring: watermark.Keyring | None = None
+        self._watermarks: dict[int, watermark.GreenlistWatermark] = {}
+        self._detectors: dict[int, watermark.Detector] = {}
+        self._watermark_lock = threading.Lock()
         _set_threads(settings.torch_threads)
 
     @property
@@ -93,6 +100,11 @@ class NewsService:
                     self.model(task)
                 except NewsgenError as exc:
                     logger.error("preload failed: %s", exc.message, extra={"error_type": exc.error_type})
+            if self.settings.watermark:
+                try:
+                    self.keyring()
+                except NewsgenError as exc:
+                    logger.error("watermark keyring not loaded: %s", exc.message, extra={"error_type": exc.error_type})
 
         if wait_seconds is None:
             load_all()
@@ -129,12 +141,14 @@ class NewsService:
         loaded = self.model("headline")
         _check_budget([("", _demand(loaded, n, params))])
         prefixes = [p or "" for p in prompts]
+        mark, info = self.watermark_for(loaded)
         out = generation.generate(
-            loaded, [prompt.headline_prompt(p) for p in prefixes], n=n, params=params, time_budget_s=self._budget(deadline)
+            loaded, [prompt.headline_prompt(p) for p in prefixes], n=n, params=params,
+            time_budget_s=self._budget(deadline), watermark=mark,
         )
         ref = ModelRef(task="headline", version=loaded.version)
         return [
-            GenerationResponse(results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out))
+            GenerationResponse(results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out, info))
             for p, rows in zip(prefixes, out.results)
         ]
 
@@ -143,12 +157,14 @@ class NewsService:
     ) -> list[GenerationResponse]:
         loaded = self.model("article")
         _check_budget([("", _demand(loaded, n, params))])
+        mark, info = self.watermark_for(loaded)
         out = generation.generate(
-            loaded, [prompt.article_prompt(h) for h in headlines], n=n, params=params, time_budget_s=self._budget(deadline)
+            loaded, [prompt.article_prompt(h) for h in headlines], n=n, params=params,
+            time_budget_s=self._budget(deadline), watermark=mark,
         )
         ref = ModelRef(task="article", version=loaded.version)
         return [
-            GenerationResponse(results=[_stripped(r) for r in rows], model=ref, provenance=_provenance([ref], out))
+            GenerationResponse(results=[_stripped(r) for r in rows], model=ref, provenance=_provenance([ref], out, info))
             for rows in out.results
         ]
 
@@ -165,12 +181,14 @@ class NewsService:
         if params.seed is None and (params.num_beams or 1) == 1:
             # One seed for both calls, so the provenance's seed reproduces the whole item.
             params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        mark, info = self.watermark_for(headline_model)
         heads = generation.generate(
             headline_model,
             [prompt.headline_prompt(p) for p in prefixes],
             n=n,
             params=params,
             time_budget_s=self._budget(deadline, share=0.3),
+            watermark=mark,
         )
         headlines = [_with_prefix(p, r) for p, rows in zip(prefixes, heads.results) for r in rows]
         bodies = generation.generate(
@@ -179,6 +197,7 @@ class NewsService:
             n=1,
             params=params,
             time_budget_s=self._budget(deadline),
+            watermark=self.watermark_for(article_model)[0],
         )
         items = [NewsItem(headline=h, article=_stripped(b[0])) for h, b in zip(headlines, bodies.results)]
         refs = [
@@ -186,9 +205,46 @@ class NewsService:
             ModelRef(task="article", version=article_model.version),
         ]
         return [
-            NewsResponse(results=items[i * n : (i + 1) * n], model=refs, provenance=_provenance(refs, heads))
+            NewsResponse(results=items[i * n : (i + 1) * n], model=refs, provenance=_provenance(refs, heads, info))
             for i in range(len(prompts))
         ]
+
+    # --- watermark ------------------------------------------------------------------------------------
+    def keyring(self) -> watermark.Keyring:
+        """Read once per container (SSM or a local file); a failure is retried by the next request."""
+        with self._watermark_lock:
+            if self._keyring is None:
+                self._keyring = watermark.load_keyring(self.settings.watermark_keys_parameter,
+                                                       self.settings.watermark_keys_file)
+            return self._keyring
+
+    def watermark_for(self, loaded: LoadedModel) -> tuple[watermark.GreenlistWatermark | None, WatermarkInfo | None]:
+        """The processor that marks this model's texts, and what the provenance says of it. With the
+        watermark on, a keyring that cannot be read stops generation (503) rather than let unmarked text out."""
+        if not self.settings.watermark:
+            return None, None
+        ring = self.keyring()
+        vocab_size = int(loaded.model.config.vocab_size)
+        with self._watermark_lock:
+            if vocab_size not in self._watermarks:
+                self._watermarks[vocab_size] = watermark.GreenlistWatermark(vocab_size, ring.current_key())
+        return self._watermarks[vocab_size], WatermarkInfo(scheme=watermark.SCHEME, key_id=ring.current)
+
+    def detect(self, texts: list[str]) -> list[DetectionResult]:
+        """Watermark detection with every key of the keyring (old keys too), on the models' tokenizer."""
+        loaded = self.model("headline")
+        key = int(loaded.model.config.vocab_size)
+        with self._watermark_lock:
+            detector = self._detectors.get(key)
+        if detector is None:
+            detector = watermark.Detector(self.keyring(), loaded.tokenizer, key)
+            with self._watermark_lock:
+                self._detectors[key] = detector
+        return [DetectionResult(**vars(detector.detect(text))) for text in texts]
+
+    def detect_response(self, texts: list[str]) -> DetectResponse:
+        return DetectResponse(results=self.detect(texts), scheme=watermark.SCHEME, threshold=watermark.Z_THRESHOLD,
+                              min_tokens=watermark.MIN_TOKENS)
 
     def models(self) -> list[ModelInfo]:
         """The versions this container resolves, with their manifests' metrics."""
@@ -270,12 +326,13 @@ def _stripped(result: GeneratedText) -> GeneratedText:
     return result.model_copy(update={"text": result.text.strip()})
 
 
-def _provenance(models: list[ModelRef], out: generation.Generation) -> Provenance:
+def _provenance(models: list[ModelRef], out: generation.Generation, mark: WatermarkInfo | None) -> Provenance:
     return Provenance(
         models=models,
         parameters=out.parameters,
         seed=out.seed,
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        watermark=mark,
     )
 
 

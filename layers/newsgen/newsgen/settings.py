@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     time_margin_ms: int = Field(1500, ge=0, description="Kept free before the Lambda's deadline.")
     default_time_budget_ms: int = Field(25_000, ge=100, description="Time budget where no Lambda context says.")
     log_prompts: bool = False
+    watermark: bool = Field(
+        True, description="Watermark every generated text (newsgen.watermark). false only for research use: "
+        "a deployment setting; no request can turn it off.")
+    watermark_keys_parameter: str = Field("", description="SSM SecureString parameter holding the keyring (deployed).")
+    watermark_keys_file: Path | None = Field(None, description="A local keyring file, created on first use.")
     # Batch jobs. A chunk is at most this many lines and this many tokens of generation (n × max_new_tokens
     # × beams, 256 where unset): 16,384 tokens take about 150 s at the 110 tok/s that batch-1 decoding ran
     # at 2048 MB (bench/power.json), a sixth of the worker's 900 s timeout.

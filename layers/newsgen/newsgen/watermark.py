@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from newsgen.errors import NewsgenError
+from newsgen.errors import ModelUnavailable
 
 SCHEME = "kgw-lefthash-1"  # green list of 25 % seeded by the previous token; bias 2.0
 GREENLIST_RATIO = 0.25
@@ -34,11 +34,13 @@ MIN_TOKENS = 16  # fewer scored tokens than this: "too_short", no verdict
 MASK_CACHE = 4096  # previous tokens whose green list is kept (as a packed bit mask, 6.3 KB each for GPT-2)
 
 
-class WatermarkUnavailable(NewsgenError):
-    """The watermark is on but its key cannot be read: nothing is generated unmarked."""
+class WatermarkUnavailable(ModelUnavailable):
+    """The watermark is on but its key cannot be read: nothing is generated unmarked (API: 503; batch: the
+    chunk is retried)."""
 
     error_type = "watermark_unavailable"
     status_code = 503
+    public_summary = "the watermark key cannot be read, and nothing is generated unmarked"
 
 
 def key_id(key: int) -> str:

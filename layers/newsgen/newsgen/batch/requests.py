@@ -13,7 +13,15 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from newsgen.batch.inputs import Record
 from newsgen.errors import InvalidLine, ModelUnavailable, NewsgenError
-from newsgen.schemas import MAX_NEW_TOKENS, MAX_PROMPT_CHARS, MAX_RESULTS, GenerationParameters, Strict, _clean_text
+from newsgen.schemas import (
+    MAX_DETECT_CHARS,
+    MAX_NEW_TOKENS,
+    MAX_PROMPT_CHARS,
+    MAX_RESULTS,
+    GenerationParameters,
+    Strict,
+    _clean_text,
+)
 
 GROUP_ROWS = 32  # prompts × n per generate call: big enough to batch, small enough for the time budget
 
@@ -28,9 +36,10 @@ class BatchLine(Strict):
     """One request of a batch file."""
 
     id: str | int | None = None
-    task: Literal["headline", "article", "news"]
+    task: Literal["headline", "article", "news", "detect"]
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
     headline: str | None = Field(None, max_length=MAX_PROMPT_CHARS)
+    text: str | None = Field(None, min_length=1, max_length=MAX_DETECT_CHARS, description="detect: the text to check")
     n: int = Field(1, ge=1, le=MAX_RESULTS)
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
 
@@ -41,9 +50,14 @@ class BatchLine(Strict):
 
     @model_validator(mode="after")
     def _inputs_fit_task(self):
+        if (self.task == "detect") != (self.text is not None):
+            raise ValueError("a detect line takes 'text' (and nothing to generate from)" if self.task == "detect"
+                             else f"a {self.task} line takes no 'text'")
+        if self.task == "detect" and (self.prompt is not None or self.headline is not None):
+            raise ValueError("a detect line takes 'text', not 'prompt' or 'headline'")
         if self.task == "article" and not (self.headline or "").strip():
             raise ValueError("an article line needs a non-blank 'headline'")
-        if self.task != "article" and self.headline is not None:
+        if self.task not in ("article", "detect") and self.headline is not None:
             raise ValueError(f"a {self.task} line takes 'prompt', not 'headline'")
         if self.task == "article" and self.prompt is not None:
             raise ValueError("an article line takes 'headline', not 'prompt'")
@@ -51,6 +65,8 @@ class BatchLine(Strict):
 
     def cost(self) -> int:
         """Tokens this line may generate at most (the dispatcher sizes chunks by it)."""
+        if self.task == "detect":
+            return 1
         params = self.parameters
         tokens = self.n * (params.max_new_tokens or MAX_NEW_TOKENS) * (params.num_beams or 1)
         return 2 * tokens if self.task == "news" else tokens
@@ -147,6 +163,10 @@ def process_records(service, records: list[Record], deadline: float | None) -> l
 
 def _generate_group(service, members, records, entries, deadline) -> None:
     task, n, params = members[0][1].task, members[0][1].n, members[0][1].parameters
+    if task == "detect":
+        for (index, line), detection in zip(members, service.detect([line.text for _, line in members])):
+            entries[index] = {"id": line.id, "line": records[index].line, "result": detection.model_dump()}
+        return
     inputs = [line.headline if task == "article" else line.prompt for _, line in members]
     run = {"headline": service.headlines_many, "article": service.articles_many, "news": service.news_many}[task]
     try:
