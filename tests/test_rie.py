@@ -54,7 +54,8 @@ def emulator() -> Path:
 def function_env(emulator, published, s3_endpoint, tmp_path):
     def make(function: str, queue_url: str | None = None, results_bucket: str | None = None, **extra: str) -> dict[str, str]:
         env = rie.local_env(s3_endpoint, function, model_bucket=published["bucket"], model_prefix=published["prefix"],
-                            cache_dir=tmp_path / f"cache-{function}", queue_url=queue_url, results_bucket=results_bucket)
+                            cache_dir=tmp_path / f"cache-{function}", queue_url=queue_url, results_bucket=results_bucket,
+                            watermark_keys_file=Path(os.environ["WATERMARK_KEYS_FILE"]))
         return {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
 
     return make
@@ -253,10 +254,11 @@ def test_local_env_names_the_settings_it_sets(tmp_path):
     from newsgen.settings import Settings
 
     env = rie.local_env("http://127.0.0.1:1", "batch-dead-letters", model_bucket="m", model_prefix="models",
-                        cache_dir=tmp_path, queue_url="http://q", results_bucket="b")
+                        cache_dir=tmp_path, queue_url="http://q", results_bucket="b", watermark_keys_file=tmp_path / "k")
     assert env[rie.QUEUE_URL_VAR] == "http://q" and env[rie.RESULTS_BUCKET_VAR] == "b"
     fields = {name.upper() for name in Settings.model_fields}
-    assert {rie.QUEUE_URL_VAR, rie.RESULTS_BUCKET_VAR} <= fields
+    assert {rie.QUEUE_URL_VAR, rie.RESULTS_BUCKET_VAR, "WATERMARK_KEYS_FILE", "MODEL_CACHE_DIR"} <= fields
+    assert env["WATERMARK_KEYS_FILE"] == str(tmp_path / "k")
     assert set(rie.FUNCTIONS) == {"api", "batch-dispatch", "batch-worker", "batch-dead-letters"}
 
 

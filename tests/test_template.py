@@ -288,7 +288,7 @@ def test_iam_least_privilege(template):
             assert as_list(statement["Action"]) == ["s3:ListBucket"] and statement["Effect"] == "Allow", name
             assert statement["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${ModelPrefix}/*"}}}, name
     api_actions = {a for s in statements(functions["ApiFunction"]) for a in as_list(s["Action"])}
-    assert api_actions == {"s3:GetObject"}  # the API only reads models
+    assert api_actions == {"s3:GetObject", "ssm:GetParameter"}  # the API reads models and the watermark keyring
 
 
 def test_buckets_encrypted_and_private(template):
@@ -572,3 +572,26 @@ def test_no_function_can_write_the_inputs(transformed):
                 continue
             for key in results_keys(statement):
                 assert not fnmatch.fnmatchcase("batch/in/a/prompts.jsonl", key), (function, statement)
+
+
+def test_only_the_generating_functions_read_the_watermark_keyring_and_only_that_parameter(transformed):
+    stack = deployed(transformed, {})
+    parameter = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${WatermarkKeysParameter}"
+    for name, body in stack["Resources"].items():
+        if body["Type"] != "AWS::Lambda::Function":
+            continue
+        ssm = [s for s in function_statements(stack, name) if any(a.lower().startswith("ssm:") for a in as_list(s["Action"]))]
+        if name in ("ApiFunction", "BatchWorkerFunction"):  # they generate, so they mark
+            assert len(ssm) == 1 and as_list(ssm[0]["Action"]) == ["ssm:GetParameter"], (name, ssm)
+            assert ssm[0]["Resource"] == {"Fn::Sub": parameter}, (name, ssm)
+        else:
+            assert ssm == [], (name, ssm)
+        variables = body["Properties"]["Environment"]["Variables"]
+        assert variables["WATERMARK"] == {"Ref": "Watermark"}
+        assert variables["WATERMARK_KEYS_PARAMETER"] == {"Ref": "WatermarkKeysParameter"}
+
+
+def test_the_watermark_is_on_unless_the_deployment_says_otherwise(template):
+    parameters = template["Parameters"]
+    assert parameters["Watermark"]["Default"] == "true" and parameters["Watermark"]["AllowedValues"] == ["true", "false"]
+    assert parameters["WatermarkKeysParameter"]["Default"].startswith("/")

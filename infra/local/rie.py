@@ -272,7 +272,7 @@ def emulated_function(
 
 
 def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: str, cache_dir: Path,
-              queue_url: str | None = None, results_bucket: str | None = None) -> dict[str, str]:
+              watermark_keys_file: Path, queue_url: str | None = None, results_bucket: str | None = None) -> dict[str, str]:
     """The environment of a function that talks to a local S3/SQS (moto) at `endpoint`."""
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -282,6 +282,7 @@ def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: 
         "MODEL_BUCKET": model_bucket,
         "MODEL_PREFIX": model_prefix,
         "MODEL_CACHE_DIR": str(cache_dir),
+        "WATERMARK_KEYS_FILE": str(watermark_keys_file),
         "POWERTOOLS_METRICS_NAMESPACE": "newsgen-local",
         "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
         "HF_HUB_OFFLINE": "1",
@@ -296,7 +297,7 @@ def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    from infra.local.run import BATCH_BUCKET, BATCH_QUEUE, BUCKET, PREFIX
+    from infra.local.run import BATCH_BUCKET, BATCH_QUEUE, BUCKET, PREFIX, WATERMARK_KEYS
 
     parser = argparse.ArgumentParser(prog="make invoke", description=__doc__.splitlines()[0])
     parser.add_argument("--event", type=Path, required=True, help="a JSON event file (see events/)")
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"error: the local S3/SQS at {args.endpoint} is not ready ({exc}); start `make run` first "
                  f"(it serves s3://{args.model_bucket}, s3://{BATCH_BUCKET} and the {BATCH_QUEUE} queue)")
     env = local_env(args.endpoint, args.function, model_bucket=args.model_bucket, model_prefix=args.model_prefix,
-                    cache_dir=args.cache_dir.resolve(), queue_url=queue_url,
+                    cache_dir=args.cache_dir.resolve(), watermark_keys_file=WATERMARK_KEYS.resolve(), queue_url=queue_url,
                     results_bucket=args.results_bucket if args.function == "batch-dead-letters" else None)
     log = subprocess.DEVNULL if args.quiet else sys.stderr
     try:

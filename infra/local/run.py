@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 DEFAULT_WORKDIR = Path(".newsgen/demo")
+WATERMARK_KEYS = Path(".newsgen/watermark-keys.json")  # made on first use; keep it to detect older texts
 BUCKET = "newsgen-models"
 PREFIX = "models"
 BATCH_BUCKET = "newsgen-batch"
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
             MODEL_BUCKET=BUCKET,
             MODEL_PREFIX=PREFIX,
             MODEL_CACHE_DIR=str((args.workdir / "cache").resolve()),
+            WATERMARK_KEYS_FILE=str(WATERMARK_KEYS.resolve()),
             PRELOAD_MODELS="true",
             POWERTOOLS_METRICS_NAMESPACE="newsgen-local",
         )

@@ -366,7 +366,9 @@ env_file() {
 import json, sys
 path, endpoint, queue = sys.argv[1:]
 common = {"AWS_ENDPOINT_URL": endpoint, "MODEL_BUCKET": "newsgen-models", "MODEL_PREFIX": "models",
-          "POWERTOOLS_METRICS_NAMESPACE": "newsgen-local"}
+          "POWERTOOLS_METRICS_NAMESPACE": "newsgen-local",
+          # a keyring made in the container on first use (deployed: the WatermarkKeysParameter SSM parameter)
+          "WATERMARK_KEYS_PARAMETER": "", "WATERMARK_KEYS_FILE": "/tmp/newsgen/watermark-keys.json"}
 json.dump({"Parameters": common, "BatchDispatchFunction": {**common, "BATCH_QUEUE_URL": queue},
            "BatchWorkerFunction": common,
            "BatchDeadLetterRecorderFunction": {**common, "RESULTS_BUCKET": "newsgen-batch"}}, open(path, "w"), indent=2)
