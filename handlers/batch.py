@@ -84,7 +84,7 @@ def service():
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
-@tracer.capture_method(capture_response=False)
+@tracer.capture_method(capture_response=False, capture_error=False)
 def process_message(record: SQSRecord, lambda_context: LambdaContext | None = None) -> None:
     message = batch.ChunkMessage.model_validate_json(record.body)  # a poison message fails here, every time
     remaining = lambda_context.get_remaining_time_in_millis() / 1000 if lambda_context else 900.0
@@ -102,7 +102,7 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext | None = No
 
 
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
+@tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
 def worker_handler(event: dict, context: LambdaContext) -> dict:
     return process_partial_response(event=event, record_handler=process_message, processor=processor, context=context)

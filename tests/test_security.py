@@ -183,13 +183,7 @@ def test_the_tracing_check_finds_what_it_should():
 HANDLER_MODULES = sorted(p.name for p in (ROOT / "handlers").glob("*.py") if p.name != "__init__.py")
 
 
-@pytest.mark.parametrize("module", [
-    pytest.param(name, marks=pytest.mark.xfail(
-        strict=True, reason="handlers/batch.py is the batch branch's: process_message has a bare "
-        "@tracer.capture_method (the template's POWERTOOLS_TRACER_CAPTURE_* guard it when deployed); remove "
-        "this mark once it passes the flags")) if name == "batch.py" else name
-    for name in HANDLER_MODULES
-])
+@pytest.mark.parametrize("module", HANDLER_MODULES)
 def test_traces_never_capture_responses_or_errors(module):
     assert untraceable_violations((ROOT / "handlers" / module).read_text()) == []
 
