@@ -165,8 +165,9 @@ def invalid_request(exc: RequestValidationError) -> Response:
     return error(400, f"{where}: {first['msg']}", "validation_error", details=details)
 
 
-# What a 5xx body may say of the failure beyond its summary: its kind and the task, never its text.
-PUBLIC_DETAILS = ("cause", "task")
+# What a 5xx body may say of the failure beyond its summary: its kind, the task and when to retry, never its
+# text.
+PUBLIC_DETAILS = ("cause", "task", "retry_after_s")
 
 
 @app.exception_handler(NewsgenError)
@@ -179,8 +180,11 @@ def newsgen_error(exc: NewsgenError) -> Response:
         return error(exc.status_code, exc.message, exc.error_type, **({"details": exc.details} if exc.details else {}))
     details = {k: v for k, v in exc.details.items() if k in PUBLIC_DETAILS}
     cause = f" ({details['cause']})" if "cause" in details else ""
-    message = f"{exc.public_message()}{cause}; retry in a moment, and quote request id {rid} if it persists"
-    return error(exc.status_code, message, exc.error_type, **({"details": details} if details else {}))
+    retry_after = details.get("retry_after_s")
+    when = f"in {retry_after} s" if retry_after else "in a moment"
+    message = f"{exc.public_message()}{cause}; retry {when}, and quote request id {rid} if it persists"
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return error(exc.status_code, message, exc.error_type, headers=headers, **({"details": details} if details else {}))
 
 
 @app.not_found

@@ -65,6 +65,7 @@ class NewsService:
             prefix=self.settings.model_prefix,
             cache_dir=self.settings.model_cache_dir,
             latest_ttl_seconds=self.settings.latest_ttl_seconds,
+            broken_ttl_seconds=self.settings.broken_version_ttl_seconds,
             on_loaded=self.on_model_loaded,
             quantize=self.settings.quantize,
         )
