@@ -168,6 +168,7 @@ class ModelStore:
         if (task, version) in self._loaded:
             return self._loaded[(task, version)]
         try:
+            artifacts.checked_version(version, f"pinned {task} version")  # as LATEST's is, before any S3 key
             return self._fetch_unless_broken(task, version)
         except FETCH_ERRORS as exc:
             raise unavailable(task, version, exc) from exc
