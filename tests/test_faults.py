@@ -203,7 +203,8 @@ def test_a_broken_pinned_version_is_not_fetched_again_within_the_ttl(fresh_s3, p
     if breakage == "missing file":
         fresh_s3.delete_object(Bucket=published_v1, Key=key)
     else:
-        fresh_s3.put_object(Bucket=published_v1, Key=key, Body=good[: len(good) // 2] if breakage == "corrupt file" else b'{"format_version": 99}')
+        broken = good[: len(good) // 2] if breakage == "corrupt file" else b'{"format_version": 99}'
+        fresh_s3.put_object(Bucket=published_v1, Key=key, Body=broken)
     clock = Clock()
     monkeypatch.setattr(store_module, "time", clock)
     store = store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30)

@@ -268,7 +268,9 @@ def publish(
     except s3.exceptions.ClientError as exc:
         if not _lost_race(exc):
             raise
-        raise VersionExists(f"s3://{bucket}/{base} was published by another publisher meanwhile; choose another --version") from None
+        raise VersionExists(
+            f"s3://{bucket}/{base} was published by another publisher meanwhile; choose another --version"
+        ) from None
     if move_latest:
         set_latest(s3, bucket=bucket, prefix=prefix, task=manifest.task, version=manifest.version)
     return manifest

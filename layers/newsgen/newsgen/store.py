@@ -119,8 +119,8 @@ def unavailable(task: str, version: str, exc: BaseException) -> ModelUnavailable
         return exc
     message = getattr(exc, "message", None) or str(exc)
     cause = getattr(exc, "error_type", None) or type(exc).__name__
-    details = getattr(exc, "details", None) or {}
-    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", **{**details, "cause": cause, "task": task})
+    details = {**(getattr(exc, "details", None) or {}), "cause": cause, "task": task}
+    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", **details)
 
 
 class ModelStore:
