@@ -57,7 +57,8 @@ app.enable_swagger(path="/docs", **OPENAPI)
 ERRORS = {
     400: {"description": "Invalid request", "content": {"application/json": {"model": ErrorResponse}}},
     413: {"description": "Body over the size limit", "content": {"application/json": {"model": ErrorResponse}}},
-    503: {"description": "Model unavailable; retry", "content": {"application/json": {"model": ErrorResponse}}},
+    503: {"description": "Model unavailable; retry (after Retry-After seconds when the header is set)",
+          "content": {"application/json": {"model": ErrorResponse}}},
 }
 
 
@@ -180,8 +181,9 @@ def invalid_request(exc: RequestValidationError) -> Response:
     return error(400, f"{where}: {first['msg']}", "validation_error", details=details)
 
 
-# What a 5xx body may say of the failure beyond its summary: its kind and the task, never its text.
-PUBLIC_DETAILS = ("cause", "task")
+# What a 5xx body may say of the failure beyond its summary: its kind, the task and when to retry, never its
+# text.
+PUBLIC_DETAILS = ("cause", "task", "retry_after_s")
 
 
 @app.exception_handler(NewsgenError)
@@ -189,13 +191,22 @@ def newsgen_error(exc: NewsgenError) -> Response:
     rid = request_id(app.current_event.raw_event, app.lambda_context)
     server_fault = exc.status_code >= 500
     log = logger.error if server_fault else logger.warning
-    log("request failed", extra={"error_type": exc.error_type, "error": exc.message, "details": exc.details, "request_id": rid})
+    log("request failed",
+        extra={"error_type": exc.error_type, "error": exc.message, "details": exc.details, "request_id": rid})
     if not server_fault:  # the message is about the caller's request
         return error(exc.status_code, exc.message, exc.error_type, **({"details": exc.details} if exc.details else {}))
+    message, details = public_failure(exc, rid)
+    retry_after = details.get("retry_after_s")
+    headers = {"Retry-After": str(retry_after)} if retry_after else None
+    return error(exc.status_code, message, exc.error_type, headers=headers, **({"details": details} if details else {}))
+
+
+def public_failure(exc: NewsgenError, rid: str | None) -> tuple[str, dict]:
+    """What a caller is told of a failure of ours: what failed, when to retry, and the id to quote."""
     details = {k: v for k, v in exc.details.items() if k in PUBLIC_DETAILS}
     cause = f" ({details['cause']})" if "cause" in details else ""
-    message = f"{exc.public_message()}{cause}; retry in a moment, and quote request id {rid} if it persists"
-    return error(exc.status_code, message, exc.error_type, **({"details": details} if details else {}))
+    when = f"in {details['retry_after_s']} s" if details.get("retry_after_s") else "in a moment"
+    return f"{exc.public_message()}{cause}; retry {when}, and quote request id {rid} if it persists", details
 
 
 @app.not_found

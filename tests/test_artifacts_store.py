@@ -287,3 +287,60 @@ def test_unknown_export_is_refused_by_name():
                       "special_tokens": {}, "files": [], "export": "int4", "created_at": "2026-11-28T00:00:00+00:00"})
     with pytest.raises(UnsupportedArtifact, match="export 'int4' is not one this build loads"):
         artifacts.parse_manifest(raw)
+
+
+BAD_NAMES = ["../x", "../../../../tmp/evil", "a/b", ".hidden", "", "v1 ", "x" * 200]
+
+
+@pytest.mark.parametrize("version", BAD_NAMES)
+def test_a_pinned_version_is_checked_like_a_latest_one_before_s3_is_asked(s3, bucket, headline_model, tmp_path, version):
+    """The name becomes an S3 key and a directory under the cache: one that is not a version name is refused
+    as LATEST naming it would be, without a request to S3 and without a file written."""
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    store = make_store(s3, bucket, tmp_path)
+    gets = []
+    s3.meta.events.register("before-send.s3.GetObject", lambda request, **kwargs: gets.append(request.url))
+    try:
+        with pytest.raises(ModelUnavailable, match="is not a version name") as info:
+            store.get("headline", version)
+    finally:
+        s3.meta.events.unregister("before-send.s3.GetObject")
+    assert info.value.details["cause"] == "invalid_version_name" and gets == []
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "evil").exists()
+
+
+@pytest.mark.parametrize("version", BAD_NAMES[:3])
+def test_latest_naming_something_that_is_not_a_version_is_refused_alike(s3, bucket, tmp_path, version):
+    s3.put_object(Bucket=bucket, Key="models/headline/LATEST", Body=version.encode())
+    with pytest.raises(ModelUnavailable, match="is not a version name") as info:
+        make_store(s3, bucket, tmp_path).get("headline")
+    assert info.value.details["cause"] == "invalid_version_name"
+
+
+@pytest.mark.parametrize("copied_from", ["models/article/v1/manifest.json", "models/headline/v1/manifest.json"])
+def test_a_pinned_version_whose_manifest_describes_another_is_refused(s3, bucket, headline_model, article_model, tmp_path, copied_from):
+    """A manifest copied under another task's or version's name is not served as that one."""
+    for task, model in (("headline", headline_model), ("article", article_model)):
+        publish_model(model, bucket=bucket, prefix="models", task=task, version="v1", progress=False)
+    s3.put_object(Bucket=bucket, Key="models/headline/v2/manifest.json", Body=read(s3, bucket, copied_from))
+    with pytest.raises(ModelUnavailable, match="describes .* not headline v2") as info:
+        make_store(s3, bucket, tmp_path).get("headline", "v2")
+    assert info.value.details["cause"] == "unsupported_artifact"
+
+
+def test_a_manifest_must_name_a_version():
+    raw = json.dumps({"format_version": artifacts.FORMAT_VERSION, "task": "headline", "version": "../x", "base_model": "x",
+                      "special_tokens": {}, "files": [], "created_at": "2026-11-28T00:00:00+00:00"})
+    with pytest.raises(UnsupportedArtifact, match="version"):
+        artifacts.parse_manifest(raw)
+
+
+def test_api_with_a_pinned_version_that_is_no_version_name_is_503(published, service_for, monkeypatch):
+    from events import FakeContext, api_event
+    from handlers import api
+
+    monkeypatch.setattr(api, "service", service_for(published["bucket"], headline_model_version="../article/v1"))
+    response = api.lambda_handler(api_event("POST", "/v1/headlines", {"n": 1}), FakeContext())
+    body = json.loads(response["body"])
+    assert response["statusCode"] == 503 and body["error_type"] == "model_unavailable"
+    assert body["details"]["cause"] == "invalid_version_name" and "../" not in response["body"]

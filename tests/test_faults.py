@@ -173,3 +173,101 @@ def test_api_answers_503_json_on_s3_outage_then_recovers(fresh_s3, published_v1,
     second = api.lambda_handler(event, FakeContext())  # S3 is back: the next request loads the model
     assert second["statusCode"] == 200, second["body"]
     assert len(calls) > 8
+
+
+class Clock:
+    """The store's monotonic clock, moved by hand."""
+
+    def __init__(self):
+        import time
+
+        self.now, self.perf_counter = 1000.0, time.perf_counter
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def count_gets(s3) -> list:
+    keys = []
+    s3.meta.events.register("before-send.s3.GetObject", lambda request, **kwargs: keys.append(request.url.split("/models/", 1)[-1]))
+    return keys
+
+
+@pytest.mark.parametrize("breakage", ["corrupt file", "missing file", "unsupported manifest"])
+def test_a_broken_pinned_version_is_not_fetched_again_within_the_ttl(fresh_s3, published_v1, tmp_path, monkeypatch, breakage):
+    from newsgen import store as store_module
+
+    key = {"corrupt file": "models/headline/v1/model.safetensors", "missing file": "models/headline/v1/tokenizer.json",
+           "unsupported manifest": "models/headline/v1/manifest.json"}[breakage]
+    good = fresh_s3.get_object(Bucket=published_v1, Key=key)["Body"].read()
+    if breakage == "missing file":
+        fresh_s3.delete_object(Bucket=published_v1, Key=key)
+    else:
+        broken = good[: len(good) // 2] if breakage == "corrupt file" else b'{"format_version": 99}'
+        fresh_s3.put_object(Bucket=published_v1, Key=key, Body=broken)
+    clock = Clock()
+    monkeypatch.setattr(store_module, "time", clock)
+    store = store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30)
+    gets = count_gets(fresh_s3)
+    with pytest.raises(ModelUnavailable):
+        store.get("headline", "v1")
+    fetched = len(gets)
+    assert fetched >= 1
+    for _ in range(3):  # within the TTL: the same 503 at once, S3 untouched
+        clock.now += 9
+        with pytest.raises(ModelUnavailable, match="failed before") as info:
+            store.get("headline", "v1")
+        assert info.value.details["retry_after_s"] == 30 - (clock.now - 1000)
+    assert len(gets) == fetched
+    fresh_s3.put_object(Bucket=published_v1, Key=key, Body=good)  # repaired
+    clock.now += 4  # the TTL is over: tried again, and it loads
+    assert store.get("headline", "v1").version == "v1"
+    assert len(gets) > fetched
+
+
+def test_latest_naming_a_broken_version_reads_only_the_pointer_within_the_ttl(fresh_s3, published_v1, tmp_path, monkeypatch):
+    """LATEST is still read (one small GET), so that pointing it at a good version helps at once; the broken
+    version it names is not downloaded again."""
+    from newsgen import store as store_module
+
+    fresh_s3.put_object(Bucket=published_v1, Key="models/headline/v1/model.safetensors", Body=b"truncated")
+    monkeypatch.setattr(store_module, "time", Clock())
+    store = store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30)
+    with pytest.raises(ModelUnavailable):
+        store.get("headline")
+    gets = count_gets(fresh_s3)
+    for _ in range(3):
+        with pytest.raises(ModelUnavailable, match="failed before"):
+            store.get("headline")
+    assert gets == ["headline/LATEST"] * 3
+
+
+def test_s3_errors_are_not_remembered_as_a_broken_version(fresh_s3, published_v1, tmp_path):
+    """Throttling, 5xx and timeouts are S3's, not the version's: the next request tries again at once."""
+    inject(fresh_s3, "GetObject", failures=8, status=503)
+    store = store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30)
+    with pytest.raises(ModelUnavailable):
+        store.get("headline", "v1")
+    assert store.get("headline", "v1").version == "v1"
+
+
+def test_api_answers_a_broken_version_at_once_with_retry_after(fresh_s3, published_v1, tmp_path, monkeypatch):
+    from events import FakeContext, api_event
+    from handlers import api
+    from newsgen.service import NewsService
+    from newsgen.settings import Settings
+
+    fresh_s3.delete_object(Bucket=published_v1, Key="models/headline/v1/tokenizer.json")
+    settings = Settings(model_bucket=published_v1, model_cache_dir=tmp_path / "cache", headline_model_version="v1",
+                        broken_version_ttl_seconds=30)
+    monkeypatch.setattr(api, "service", NewsService(settings, store=store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30)))
+    event = api_event("POST", "/v1/headlines", {"n": 1, "parameters": {"max_new_tokens": 4}})
+    assert api.lambda_handler(event, FakeContext())["statusCode"] == 503
+    gets = count_gets(fresh_s3)
+    second = api.lambda_handler(event, FakeContext())
+    body = json.loads(second["body"])
+    assert second["statusCode"] == 503 and gets == []
+    assert body["details"]["cause"] == "artifact_not_found" and 1 <= body["details"]["retry_after_s"] <= 30
+    headers = {**(second.get("headers") or {}), **{k: v[-1] for k, v in (second.get("multiValueHeaders") or {}).items()}}
+    assert headers["Retry-After"] == str(body["details"]["retry_after_s"])
+    assert f"retry in {body['details']['retry_after_s']} s" in body["error"]

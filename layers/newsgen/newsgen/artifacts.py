@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from newsgen.errors import ArtifactNotFound, UnsafeArtifact, UnsupportedArtifact, VersionExists
+from newsgen.errors import ArtifactNotFound, InvalidVersionName, UnsafeArtifact, UnsupportedArtifact, VersionExists
 from newsgen.prompt import SPECIAL_TOKENS, TASKS
 
 FORMAT_VERSION = 1
@@ -93,6 +93,11 @@ class Manifest(BaseModel):
             raise ValueError(f"unknown task {value!r}")
         return value
 
+    @field_validator("version")
+    @classmethod
+    def _version_name(cls, value: str) -> str:
+        return check_version_name(value)
+
     @field_validator("export")
     @classmethod
     def _known_export(cls, value: str) -> str:
@@ -133,6 +138,18 @@ def check_version_name(version: str) -> str:
     if not VERSION_PATTERN.match(version) or version == LATEST_NAME:
         raise ValueError(f"version {version!r} must match {VERSION_PATTERN.pattern} and not be {LATEST_NAME}")
     return version
+
+
+def checked_version(version: str, what: str) -> str:
+    """The one check of a version name read at run time (pinned in the settings, or from LATEST), before it
+    becomes an S3 key or a directory: InvalidVersionName if it cannot be one."""
+    try:
+        return check_version_name(version)
+    except ValueError:
+        raise InvalidVersionName(
+            f"{what} {version[:80]!r} is not a version name (it must match {VERSION_PATTERN.pattern} and not be "
+            f"{LATEST_NAME})"
+        ) from None
 
 
 def task_prefix(prefix: str, task: str) -> str:
@@ -251,7 +268,9 @@ def publish(
     except s3.exceptions.ClientError as exc:
         if not _lost_race(exc):
             raise
-        raise VersionExists(f"s3://{bucket}/{base} was published by another publisher meanwhile; choose another --version") from None
+        raise VersionExists(
+            f"s3://{bucket}/{base} was published by another publisher meanwhile; choose another --version"
+        ) from None
     if move_latest:
         set_latest(s3, bucket=bucket, prefix=prefix, task=manifest.task, version=manifest.version)
     return manifest
@@ -310,14 +329,11 @@ def read_latest(s3, *, bucket: str, prefix: str, task: str) -> str:
         body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
         raise ArtifactNotFound(f"no {task} model is published: s3://{bucket}/{key} does not exist") from None
-    version = body.decode("utf-8", errors="replace").strip()
-    try:
-        return check_version_name(version)
-    except ValueError:
-        raise UnsupportedArtifact(f"s3://{bucket}/{key} does not name a version: {version[:80]!r}") from None
+    return checked_version(body.decode("utf-8", errors="replace").strip(), f"s3://{bucket}/{key} names")
 
 
 def read_manifest(s3, *, bucket: str, prefix: str, task: str, version: str) -> Manifest:
+    checked_version(version, f"{task} version")
     key = version_prefix(prefix, task, version) + MANIFEST_NAME
     try:
         raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()

@@ -51,6 +51,13 @@ class UnsupportedArtifact(ArtifactError):
     error_type = "unsupported_artifact"
 
 
+class InvalidVersionName(ArtifactError):
+    """A version name (pinned, or read from LATEST) that cannot be one: it would become an S3 key and a local
+    directory, so nothing is asked of S3 with it."""
+
+    error_type = "invalid_version_name"
+
+
 class UnsafeArtifact(ArtifactError):
     """Pickle-based weights or remote code: never loaded."""
 

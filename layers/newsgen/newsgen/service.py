@@ -72,6 +72,7 @@ class NewsService:
             prefix=self.settings.model_prefix,
             cache_dir=self.settings.model_cache_dir,
             latest_ttl_seconds=self.settings.latest_ttl_seconds,
+            broken_ttl_seconds=self.settings.broken_version_ttl_seconds,
             on_loaded=self.on_model_loaded,
             quantize=self.settings.quantize,
         )
@@ -173,7 +174,6 @@ class NewsService:
     ) -> list[NewsResponse]:
         """n headlines per prompt, then one article for each headline, all articles in one generate call."""
         headline_model, article_model = self.model("headline"), self.model("article")
-        # n headlines per prompt, then one article (of num_beams beams) per headline.
         _check_budget([("headlines: ", _demand(headline_model, n, params)),
                        ("articles: ", _demand(article_model, 1, params, prompts=n))])
         prefixes = [p or "" for p in prompts]
@@ -281,7 +281,10 @@ def _demand(loaded: LoadedModel, n: int, params: GenerationParameters, prompts: 
     decoding = generation.effective_parameters(loaded, params)
     beams, max_new = decoding["num_beams"], decoding["max_new_tokens"]
     rows = prompts * max(n, beams)
-    how = f"{prompts} × {beams} beams" if beams > 1 and prompts > 1 else f"{beams} beams" if beams > 1 else f"n={rows}"
+    if beams == 1:
+        how = f"n={rows}"
+    else:
+        how = f"{prompts} × {beams} beams" if prompts > 1 else f"{beams} beams"
     source = ", the model's default" if params.max_new_tokens is None else ""
     return rows * max_new, f"{how} × max_new_tokens {max_new}{source}"
 

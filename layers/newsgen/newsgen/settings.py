@@ -19,6 +19,9 @@ class Settings(BaseSettings):
     article_model_version: str = Field("LATEST", description="Pinned article version, or LATEST.")
     model_cache_dir: Path = Path("/tmp/newsgen/models")
     latest_ttl_seconds: float = Field(300.0, ge=0, description="How often a warm container re-reads LATEST.")
+    broken_version_ttl_seconds: float = Field(
+        30.0, ge=0, description="How long a version that failed to load (a file missing, corrupt, unsafe or "
+        "unsupported) is answered with its error at once instead of being downloaded again; 0 = always retry.")
     preload_models: bool = Field(False, description="Load the models during the Lambda init phase.")
     quantize: Literal["none", "int8"] = Field(
         "int8", description="int8: every matmul in int8 (CPU serving). Artifacts published with --export int8 "

@@ -3,7 +3,8 @@ against the manifest, loads it with safetensors only, and keeps it for warm invo
 
 With version LATEST the pointer is re-read at most every `latest_ttl_seconds`; a new version replaces the
 loaded one only after it downloaded, verified and loaded, so a broken publish never takes a working
-container down.
+container down. A version that failed for a reason of its own (a file missing, corrupt, unsafe or
+unsupported) is not fetched again for `broken_ttl_seconds`: requests meanwhile get its error at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from newsgen import artifacts
 from newsgen.artifacts import LATEST_NAME, Manifest
 from botocore.exceptions import BotoCoreError, ClientError
 
-from newsgen.errors import ChecksumMismatch, ModelUnavailable, NewsgenError, UnsafeArtifact, UnsupportedArtifact
+from newsgen.errors import (
+    ArtifactError,
+    ChecksumMismatch,
+    ModelUnavailable,
+    NewsgenError,
+    UnsafeArtifact,
+    UnsupportedArtifact,
+)
 from newsgen.optimize import load_int8, optimize_for_cpu
 
 logger = logging.getLogger(__name__)
@@ -111,7 +119,8 @@ def unavailable(task: str, version: str, exc: BaseException) -> ModelUnavailable
         return exc
     message = getattr(exc, "message", None) or str(exc)
     cause = getattr(exc, "error_type", None) or type(exc).__name__
-    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", cause=cause, task=task)
+    details = {**(getattr(exc, "details", None) or {}), "cause": cause, "task": task}
+    return ModelUnavailable(f"{task} model {version} cannot be loaded: {message}", **details)
 
 
 class ModelStore:
@@ -126,6 +135,7 @@ class ModelStore:
         disk_headroom_bytes: int = 16 * 1024 * 1024,
         on_loaded: Callable[[LoadedModel], None] | None = None,
         quantize: str = "int8",
+        broken_ttl_seconds: float = 30.0,
     ):
         self.s3 = s3
         self.bucket = bucket
@@ -135,7 +145,9 @@ class ModelStore:
         self.disk_headroom_bytes = disk_headroom_bytes
         self.on_loaded = on_loaded
         self.quantize = quantize
+        self.broken_ttl_seconds = broken_ttl_seconds
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
+        self._broken: dict[tuple[str, str], tuple[float, ArtifactError]] = {}  # -> (retry after, its error)
         self._latest: dict[str, tuple[str, float]] = {}  # task -> (version, checked at)
         self._lock = threading.RLock()
 
@@ -156,7 +168,8 @@ class ModelStore:
         if (task, version) in self._loaded:
             return self._loaded[(task, version)]
         try:
-            return self._fetch_and_load(task, version)
+            artifacts.checked_version(version, f"pinned {task} version")  # as LATEST's is, before any S3 key
+            return self._fetch_unless_broken(task, version)
         except FETCH_ERRORS as exc:
             raise unavailable(task, version, exc) from exc
 
@@ -170,7 +183,7 @@ class ModelStore:
             if current and version == current[0]:
                 self._latest[task] = (version, now)
                 return self._loaded[(task, version)]
-            loaded = self._loaded.get((task, version)) or self._fetch_and_load(task, version)
+            loaded = self._loaded.get((task, version)) or self._fetch_unless_broken(task, version)
         except FETCH_ERRORS as exc:
             if current:
                 # Keep serving the version that works; look again after the TTL.
@@ -181,6 +194,26 @@ class ModelStore:
         if current and current[0] != version:
             self._evict(task, current[0])
         self._latest[task] = (version, now)
+        return loaded
+
+    def _fetch_unless_broken(self, task: str, version: str) -> LoadedModel:
+        """Fetch and load a version, unless it failed for a reason of its own less than broken_ttl_seconds ago:
+        its files would be downloaded again only to fail again. Errors of S3 itself (throttling, timeouts,
+        access) are not remembered: the next request tries again."""
+        broken = self._broken.get((task, version))
+        if broken and time.monotonic() < broken[0]:
+            retry_at, exc = broken
+            retry_after_s = max(1, round(retry_at - time.monotonic()))
+            raise type(exc)(f"{exc.message} (this version failed before; tried again in {retry_after_s} s)",
+                            **{**exc.details, "retry_after_s": retry_after_s})
+        try:
+            loaded = self._fetch_and_load(task, version)
+        except ArtifactError as exc:
+            if self.broken_ttl_seconds > 0:
+                self._broken[(task, version)] = (time.monotonic() + self.broken_ttl_seconds, exc)
+                exc.details["retry_after_s"] = max(1, round(self.broken_ttl_seconds))
+            raise
+        self._broken.pop((task, version), None)
         return loaded
 
     def _fetch_and_load(self, task: str, version: str) -> LoadedModel:
