@@ -230,7 +230,7 @@ class EchoService:
         from newsgen.schemas import GenerationResponse, ModelRef, Provenance
 
         ref = ModelRef(task=task, version="echo")
-        provenance = Provenance(models=[ref], parameters={}, seed=None, created_at="2026-01-01T00:00:00+00:00")
+        provenance = Provenance(models=[ref], parameters={}, seed=None, created_at="2026-01-01T00:00:00+00:00", watermark=None)
         return GenerationResponse(results=texts, model=ref, provenance=provenance)
 
     def headlines_many(self, prompts, n, params, deadline=None):

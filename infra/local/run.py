@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> None:
             f"  curl -s -XPOST {url}/v1/headlines -d '{{\"n\":2}}'\n"
             f"  curl -s -XPOST {url}/v1/articles -d '{{\"headline\":\"City council approves a new harbor ferry line after a long debate\"}}'\n"
             f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"
+            f"  curl -s -XPOST {url}/v1/detect -d '{{\"text\":\"…a generated article…\"}}'    (is it watermarked?)\n"
             f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json    ·    docs: {url}/docs\n"
             f"  make batch FILE=prompts.jsonl    (drops it into s3://{BATCH_BUCKET}/batch/in/)\n",
             flush=True,
