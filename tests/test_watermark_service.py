@@ -162,3 +162,16 @@ def test_the_cli_detects_with_the_keyring(api, capsys, tmp_path):
     with pytest.raises(SystemExit) as missing:
         main(["detect", "--text", text, "--keys-file", str(tmp_path / "absent.json")])
     assert missing.value.code == 2 and "no such file" in capsys.readouterr().err
+
+
+def test_peaked_sampling_is_marked_too(api):
+    """A narrow nucleus (low temperature, small top_p) is how the demo models sample by nature: applied after
+    top-p the bias had nothing left to choose between, and such texts scored z ≈ 1. Applied before, they carry
+    the mark."""
+    peaked = {**LONG, "temperature": 0.3, "top_p": 0.5}
+    texts = []
+    for seed in range(3):
+        status, body = api("POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": {**peaked, "seed": seed}})
+        assert status == 200, body
+        texts.append(body["results"][0]["text"])
+    assert [r["verdict"] for r in detect(api, *texts)] == ["watermarked"] * 3

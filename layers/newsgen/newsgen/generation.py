@@ -58,7 +58,7 @@ def generate(
     time_budget_s: float | None = None,
     watermark=None,
 ) -> Generation:
-    """`watermark`: a logits processor applied last at every step (newsgen.watermark), or None."""
+    """`watermark`: a logits processor (newsgen.watermark) applied at every step before the sampling warpers."""
     import torch
 
     params = params or GenerationParameters()
@@ -111,7 +111,7 @@ def generate(
 
 
 def _processors(decoding: dict, watermark=None):
-    """transformers' own logits processors, in generate()'s order (which puts the watermark last)."""
+    """transformers' own logits processors, in generate()'s order, with the watermark before the warpers."""
     from transformers import (
         LogitsProcessorList,
         NoRepeatNGramLogitsProcessor,
@@ -126,6 +126,8 @@ def _processors(decoding: dict, watermark=None):
         processors.append(RepetitionPenaltyLogitsProcessor(decoding["repetition_penalty"]))
     if decoding.get("no_repeat_ngram_size"):
         processors.append(NoRepeatNGramLogitsProcessor(decoding["no_repeat_ngram_size"]))
+    if watermark is not None:  # before the sampling warpers: a top-p nucleus of one token leaves nothing to bias
+        processors.append(watermark)
     if decoding.get("do_sample"):
         if decoding.get("temperature", 1.0) != 1.0:
             processors.append(TemperatureLogitsWarper(decoding["temperature"]))
@@ -133,8 +135,6 @@ def _processors(decoding: dict, watermark=None):
             processors.append(TopKLogitsWarper(decoding["top_k"]))
         if decoding.get("top_p", 1.0) < 1.0:
             processors.append(TopPLogitsWarper(decoding["top_p"]))
-    if watermark is not None:
-        processors.append(watermark)
     return processors
 
 

@@ -147,7 +147,8 @@ class ModelRef(BaseModel):
 
 
 class WatermarkInfo(BaseModel):
-    scheme: str = Field(description="kgw-lefthash-1: transformers' green-list watermark (25 % green, bias 2.0).")
+    scheme: str = Field(description="kgw-lefthash-1: transformers' green-list watermark (25 % of the vocabulary "
+                        "green at each step, chosen by a secret key and the previous token).")
     key_id: str = Field(description="Which key marked the text (not the key): detection names it back.")
     detect: str = "POST /v1/detect"
 

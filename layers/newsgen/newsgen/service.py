@@ -227,7 +227,8 @@ class NewsService:
         vocab_size = int(loaded.model.config.vocab_size)
         with self._watermark_lock:
             if vocab_size not in self._watermarks:
-                self._watermarks[vocab_size] = watermark.GreenlistWatermark(vocab_size, ring.current_key())
+                self._watermarks[vocab_size] = watermark.GreenlistWatermark(vocab_size, ring.current_key(),
+                                                                            self.settings.watermark_bias)
         return self._watermarks[vocab_size], WatermarkInfo(scheme=watermark.SCHEME, key_id=ring.current)
 
     def detect(self, texts: list[str]) -> list[DetectionResult]:

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     watermark: bool = Field(
         True, description="Watermark every generated text (newsgen.watermark). false only for research use: "
         "a deployment setting; no request can turn it off.")
+    watermark_bias: float = Field(
+        4.0, ge=0.5, le=10, description="Logit bias of green tokens: higher is easier to detect and further from "
+        "the model's own choices; detection does not depend on it. Models with more varied text than the demo "
+        "ones are detectable at 2.0 (make bench-watermark).")
     watermark_keys_parameter: str = Field("", description="SSM SecureString parameter holding the keyring (deployed).")
     watermark_keys_file: Path | None = Field(None, description="A local keyring file, created on first use.")
     # Batch jobs. A chunk is at most this many lines and this many tokens of generation (n × max_new_tokens

@@ -2,9 +2,11 @@
 
 The scheme is transformers' green-list watermark (Kirchenbauer et al. 2023, `WatermarkLogitsProcessor`,
 "lefthash" seeding, context width 1): at each step a secret key and the previous token choose a quarter of the
-vocabulary as "green", and green tokens get +2 on their logits. Detection (`WatermarkDetector`) counts green
+vocabulary as "green", and green tokens get a bias (WATERMARK_BIAS, 4.0) on their logits, before temperature,
+top-k and top-p (as in the paper's reference code: after them, a nucleus of one token leaves nothing to
+bias, and the demo models' texts were not detectable at all). Detection (`WatermarkDetector`) counts green
 tokens in a text and takes a one-sided z-test against the 25 % that unmarked text has; it needs the key and the
-tokenizer, not the model.
+tokenizer, not the model, and does not depend on the bias.
 
 Keys live in a keyring: `{"current": "<key id>", "keys": {"<key id>": <int>, ...}}`. Generation uses the
 current key; detection tries every key, so texts marked before a rotation stay detectable. The key id (a
@@ -26,10 +28,10 @@ from pydantic import BaseModel, Field
 
 from newsgen.errors import ModelUnavailable
 
-SCHEME = "kgw-lefthash-1"  # green list of 25 % seeded by the previous token; bias 2.0
+SCHEME = "kgw-lefthash-1"  # green list of 25 % seeded by the previous token
 GREENLIST_RATIO = 0.25
-BIAS = 2.0
-Z_THRESHOLD = 4.0  # one-sided p ≈ 3e-5 per key: false positives stay far under 1 % even over several keys
+BIAS = 4.0  # the demo models are nearly deterministic: at 2.0, applied last, their articles scored z ≈ 1
+Z_THRESHOLD = 3.0  # one-sided p ≈ 0.0013 per key: under the 1 % false-positive target even over several keys
 MIN_TOKENS = 16  # fewer scored tokens than this: "too_short", no verdict
 MASK_CACHE = 4096  # previous tokens whose green list is kept (as a packed bit mask, 6.3 KB each for GPT-2)
 
@@ -107,12 +109,12 @@ class GreenlistWatermark:
     7 ms decode step); the cache makes a repeated previous token cost a few microseconds. Scores are identical
     to the library's (tested)."""
 
-    def __init__(self, vocab_size: int, key: int, cache_size: int = MASK_CACHE):
+    def __init__(self, vocab_size: int, key: int, bias: float = BIAS, cache_size: int = MASK_CACHE):
         from transformers.generation.logits_process import WatermarkLogitsProcessor
 
-        self.library = WatermarkLogitsProcessor(vocab_size, "cpu", greenlist_ratio=GREENLIST_RATIO, bias=BIAS,
+        self.library = WatermarkLogitsProcessor(vocab_size, "cpu", greenlist_ratio=GREENLIST_RATIO, bias=bias,
                                                 hashing_key=key, seeding_scheme="lefthash", context_width=1)
-        self.vocab_size, self.cache_size = vocab_size, cache_size
+        self.vocab_size, self.cache_size, self.bias = vocab_size, cache_size, bias
         self._masks: OrderedDict[int, object] = OrderedDict()
 
     def green_mask(self, previous: int):
@@ -134,7 +136,7 @@ class GreenlistWatermark:
         import torch
 
         masks = torch.stack([self.green_mask(token) for token in input_ids[:, -1].tolist()])
-        return scores + masks.to(scores.dtype) * BIAS
+        return scores + masks.to(scores.dtype) * self.bias
 
 
 @dataclass
@@ -157,7 +159,7 @@ class Detector:
         config = GPT2Config(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id)
         self.tokenizer = tokenizer
         self.detectors = {
-            kid: WatermarkDetector(config, "cpu", {"greenlist_ratio": GREENLIST_RATIO, "bias": BIAS, "hashing_key": key,
+            kid: WatermarkDetector(config, "cpu", {"greenlist_ratio": GREENLIST_RATIO, "hashing_key": key,
                                                    "seeding_scheme": "lefthash", "context_width": 1},
                                    ignore_repeated_ngrams=True, max_cache_size=MASK_CACHE)
             for kid, key in keyring.keys.items()
