@@ -64,3 +64,15 @@ def test_the_key_id_does_not_reveal_the_key():
     ring = Keyring(current=key_id(42), keys={key_id(42): 42})
     assert "42" not in ring.current and len(ring.current) == 12
     assert json.loads(watermark.write_keyring(ring))["keys"][ring.current] == 42
+
+
+def test_the_cli_makes_and_rotates_keyrings(tmp_path, capsys):
+    from training.cli import main
+
+    main(["watermark-keys"])
+    first = Keyring.model_validate_json(capsys.readouterr().out)
+    path = tmp_path / "keys.json"
+    path.write_text(first.model_dump_json())
+    main(["watermark-keys", "--rotate", str(path)])
+    rotated = Keyring.model_validate_json(capsys.readouterr().out)
+    assert rotated.current != first.current and first.keys.items() <= rotated.keys.items()
