@@ -168,10 +168,12 @@ def test_peaked_sampling_is_marked_too(api):
     """A narrow nucleus (low temperature, small top_p) is how the demo models sample by nature: applied after
     top-p the bias had nothing left to choose between, and such texts scored z ≈ 1. Applied before, they carry
     the mark."""
-    peaked = {**LONG, "temperature": 0.3, "top_p": 0.5}
+    peaked = {**LONG, "temperature": 0.3, "top_p": 0.5, "no_repeat_ngram_size": 3}  # as the demo models decode
     texts = []
-    for seed in range(3):
+    for seed in range(5):
         status, body = api("POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": {**peaked, "seed": seed}})
         assert status == 200, body
         texts.append(body["results"][0]["text"])
-    assert [r["verdict"] for r in detect(api, *texts)] == ["watermarked"] * 3
+    verdicts = [r["verdict"] for r in detect(api, *texts)]
+    judged = [v for v in verdicts if v != "too_short"]  # a text that ends at once cannot be judged
+    assert len(judged) >= 3 and set(judged) == {"watermarked"}, verdicts
