@@ -128,5 +128,9 @@ bench-memory: $(STAMP)  ## Lambda power tuning emulated with cgroups (root; EXPO
 bench-batch: $(STAMP)  ## peak memory of batch dispatch and assembly for a 100 MB input (local S3/SQS) → bench/batch-memory.json
 	$(PY) -m bench.batch_memory
 
+.PHONY: bench-watermark
+bench-watermark: $(STAMP)  ## watermark detection (TPR/FPR, edits), quality and speed cost, SynthID beside it (~15 min) → bench/watermark.json
+	$(PY) -m bench.watermark
+
 load: $(STAMP)  ## bounded load test on loopback against the local server (after one `make run`) → bench/load.json
 	$(PY) -m bench.load
