@@ -1,7 +1,7 @@
 """One cold start, in a fresh process, as a Lambda init + first request sees it. Prints one JSON line.
 
-    python -m bench.cold serve --bucket B --version V --cache DIR     (our handler's path)
-    python -m bench.cold floor --bucket B --version V                 (imports + raw S3 bytes + safetensors)
+python -m bench.cold serve --bucket B --version V --cache DIR     (our handler's path)
+python -m bench.cold floor --bucket B --version V                 (imports + raw S3 bytes + safetensors)
 """
 
 from __future__ import annotations
@@ -42,11 +42,15 @@ def serve(bucket: str, version: str, cache: str, quantize: str) -> dict:
     loaded = store.get("headline", version)
     t.update({k: round(v, 4) for k, v in loaded.timings.items()})
     now = mark(t, "store_s", now)
-    generation.generate(loaded, [prompt.headline_prompt("The")], params=GenerationParameters(max_new_tokens=1, do_sample=False))
+    generation.generate(
+        loaded, [prompt.headline_prompt("The")], params=GenerationParameters(max_new_tokens=1, do_sample=False)
+    )
     now = mark(t, "first_token_s", now)
     t["total_s"] = round(now - started, 4)
     # Then serve like a warm container (batch of 8, 64 tokens) so that the peak RSS covers generation too.
-    generation.generate(loaded, [prompt.headline_prompt("The")] * 8, params=GenerationParameters(max_new_tokens=64, do_sample=False))
+    generation.generate(
+        loaded, [prompt.headline_prompt("The")] * 8, params=GenerationParameters(max_new_tokens=64, do_sample=False)
+    )
     return t
 
 
@@ -63,7 +67,9 @@ def floor(bucket: str, version: str) -> dict:
     client = s3.client()
     manifest = artifacts.read_manifest(client, bucket=bucket, prefix="models", task="headline", version=version)
     blobs = {
-        e.path: client.get_object(Bucket=bucket, Key=artifacts.version_prefix("models", "headline", version) + e.path)["Body"].read()
+        e.path: client.get_object(Bucket=bucket, Key=artifacts.version_prefix("models", "headline", version) + e.path)[
+            "Body"
+        ].read()
         for e in manifest.files
     }
     now = mark(t, "s3_read_s", now)
@@ -74,7 +80,7 @@ def floor(bucket: str, version: str) -> dict:
 
 
 if __name__ == "__main__":
-    mode, args = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2]))
+    mode, args = sys.argv[1], dict(zip(sys.argv[2::2], sys.argv[3::2], strict=False))
     if mode == "serve":
         out = serve(args["--bucket"], args["--version"], args["--cache"], args.get("--quantize", "int8"))
     else:

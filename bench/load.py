@@ -79,8 +79,13 @@ def run_load(base_url: str, *, clients: int, seconds: float, max_requests: int) 
         "requests": len(latencies),
         "seconds": round(wall, 2),
         "requests_per_s": round(len(latencies) / wall, 2),
-        "latency_ms": {"p50": pct(0.50), "p90": pct(0.90), "p99": pct(0.99), "max": pct(1.0),
-                       "mean": round(statistics.mean(latencies) * 1000, 1) if latencies else 0.0},
+        "latency_ms": {
+            "p50": pct(0.50),
+            "p90": pct(0.90),
+            "p99": pct(0.99),
+            "max": pct(1.0),
+            "mean": round(statistics.mean(latencies) * 1000, 1) if latencies else 0.0,
+        },
         "statuses": dict(statuses),
         "malformed_bodies": bad_bodies[:5],
         "rss_mb_before": round(rss_before, 1),
@@ -101,13 +106,15 @@ def main() -> None:
     args = parser.parse_args()
     from infra.local.run import BUCKET, DEFAULT_WORKDIR, publish, source_key, start_s3
 
-    server, endpoint = start_s3("127.0.0.1", 0)
+    server, _endpoint = start_s3("127.0.0.1", 0)
     try:
         models = {task: DEFAULT_WORKDIR / source_key(None) / task for task in ("headline", "article")}
         if not all((p / "model.safetensors").is_file() for p in models.values()):
             raise SystemExit("error: no demo models in .newsgen/demo; run `make run` once first")
         publish(models)
-        os.environ.update(MODEL_BUCKET=BUCKET, MODEL_CACHE_DIR=str(DEFAULT_WORKDIR / "cache-load"), PRELOAD_MODELS="true")
+        os.environ.update(
+            MODEL_BUCKET=BUCKET, MODEL_CACHE_DIR=str(DEFAULT_WORKDIR / "cache-load"), PRELOAD_MODELS="true"
+        )
         from infra.local.server import serve
 
         httpd = serve("127.0.0.1", 0)

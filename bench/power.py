@@ -33,9 +33,14 @@ BUCKET = "power-models"
 # What each request kind asks for. The weights are random, so every request runs to max_new_tokens: the
 # durations are the upper bound of a real model's, which stops at <|EOS|>.
 REQUESTS = {
-    "headline": ("/v1/headlines", {"prompt": "The city council", "parameters": {"max_new_tokens": 24, "do_sample": False}}),
-    "article": ("/v1/articles", {"headline": "City council approves the new budget",
-                                 "parameters": {"max_new_tokens": 160, "do_sample": False}}),
+    "headline": (
+        "/v1/headlines",
+        {"prompt": "The city council", "parameters": {"max_new_tokens": 24, "do_sample": False}},
+    ),
+    "article": (
+        "/v1/articles",
+        {"headline": "City council approves the new budget", "parameters": {"max_new_tokens": 160, "do_sample": False}},
+    ),
     "largest": ("/v1/headlines", {"n": 8, "parameters": {"max_new_tokens": 128, "do_sample": True, "seed": 1}}),
 }
 
@@ -51,8 +56,10 @@ def child(reps: int) -> dict:
     def invoke(kind: str) -> tuple[float, dict]:
         path, body = REQUESTS[kind]
         event = proxy_event("POST", path, {"Content-Type": "application/json"}, json.dumps(body).encode(), "power")
-        context = LocalContext(memory_limit_in_mb=int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]),
-                               deadline=time.monotonic() + API_TIMEOUT_MS / 1000)
+        context = LocalContext(
+            memory_limit_in_mb=int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]),
+            deadline=time.monotonic() + API_TIMEOUT_MS / 1000,
+        )
         began = time.perf_counter()
         response = api.lambda_handler(event, context)
         elapsed = time.perf_counter() - began
@@ -87,8 +94,11 @@ class Cgroup:
             settings = {"cpu.max": f"{quota} {period}", "memory.max": str(limit), "memory.swap.max": "0"}
         else:
             self.dirs = [Path("/sys/fs/cgroup/cpu") / name, Path("/sys/fs/cgroup/memory") / name]
-            settings = {"cpu.cfs_period_us": str(period), "cpu.cfs_quota_us": str(quota),
-                        "memory.limit_in_bytes": str(limit)}
+            settings = {
+                "cpu.cfs_period_us": str(period),
+                "cpu.cfs_quota_us": str(quota),
+                "memory.limit_in_bytes": str(limit),
+            }
         try:
             for directory in self.dirs:
                 directory.mkdir(exist_ok=True)
@@ -112,11 +122,23 @@ class Cgroup:
 
 def run_size(memory_mb: int, threads: int, reps: int, workdir: Path) -> dict:
     group = Cgroup(f"newsgen-power-{os.getpid()}-{memory_mb}-{threads}", memory_mb)
-    env = {**os.environ, "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb), "TORCH_THREADS": str(threads),
-           "MODEL_CACHE_DIR": str(workdir / f"cache-{memory_mb}-{threads}"), "PRELOAD_MODELS": "true"}
+    env = {
+        **os.environ,
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+        "TORCH_THREADS": str(threads),
+        "MODEL_CACHE_DIR": str(workdir / f"cache-{memory_mb}-{threads}"),
+        "PRELOAD_MODELS": "true",
+    }
     try:
-        out = subprocess.run([sys.executable, "-m", "bench.power", "--child", "--reps", str(reps)], cwd=ROOT, env=env,
-                             capture_output=True, text=True, preexec_fn=group.join, timeout=900)
+        out = subprocess.run(
+            [sys.executable, "-m", "bench.power", "--child", "--reps", str(reps)],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=group.join,
+            timeout=900,
+        )
     finally:
         group.remove()
     if out.returncode:
@@ -136,17 +158,22 @@ def priced(row: dict) -> dict:
     in batches of eight (the 8×128 request, as the batch worker generates)."""
     memory_mb, largest = row["memory_mb"], row["largest"]["s"]
     batch_tokens = REQUESTS["largest"][1]["n"] * REQUESTS["largest"][1]["parameters"]["max_new_tokens"]
-    return {**row, "usd_per_million": {
-        "headline": price(row["headline"]["median_s"], memory_mb),
-        "article": price(row["article"]["median_s"], memory_mb),
-        "batch_tokens": round(largest * memory_mb / 1024 * PRICE_PER_GB_S["x86_64"] / batch_tokens * 1e6, 2),
-    }}
+    return {
+        **row,
+        "usd_per_million": {
+            "headline": price(row["headline"]["median_s"], memory_mb),
+            "article": price(row["article"]["median_s"], memory_mb),
+            "batch_tokens": round(largest * memory_mb / 1024 * PRICE_PER_GB_S["x86_64"] / batch_tokens * 1e6, 2),
+        },
+    }
 
 
 def table(results: dict) -> str:
-    lines = ["| memory (vCPU) | torch threads | init + 1st request | headline (24 tok) | article (160 tok) | 8×128 tok | "
-             "peak RSS | $/M headlines | $/M articles | $/M batch tokens |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| memory (vCPU) | torch threads | init + 1st request | headline (24 tok) | article (160 tok) | 8×128 tok | "
+        "peak RSS | $/M headlines | $/M articles | $/M batch tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for row in results["runs"]:
         size = f"{row['memory_mb']} MB ({row['memory_mb'] / MB_PER_VCPU:.2f})"
         if "failed" in row:
@@ -154,9 +181,11 @@ def table(results: dict) -> str:
             continue
         largest = f"{row['largest']['s']:.1f} s {'/'.join(row['largest']['finish_reasons'])}"
         usd = row["usd_per_million"]
-        lines.append(f"| {size} | {row['threads']} | {row['init_s']:.1f} + {row['first_request_s']:.1f} s | "
-                     f"{row['headline']['median_s']:.2f} s | {row['article']['median_s']:.2f} s | {largest} | "
-                     f"{row['peak_rss_mb']} MB | {usd['headline']} | {usd['article']} | {usd['batch_tokens']} |")
+        lines.append(
+            f"| {size} | {row['threads']} | {row['init_s']:.1f} + {row['first_request_s']:.1f} s | "
+            f"{row['headline']['median_s']:.2f} s | {row['article']['median_s']:.2f} s | {largest} | "
+            f"{row['peak_rss_mb']} MB | {usd['headline']} | {usd['article']} | {usd['batch_tokens']} |"
+        )
     return "\n".join(lines)
 
 
@@ -165,23 +194,37 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(map(str, MEMORY_SIZES)))
     parser.add_argument("--threads", default="1,2", help="torch threads to try at each size")
-    parser.add_argument("--export", choices=("fp32", "int8"), default="fp32", help="the weights published (publish --export)")
-    parser.add_argument("--output", type=Path, default=None, help="default: bench/power.json (power-int8.json for int8)")
+    parser.add_argument(
+        "--export", choices=("fp32", "int8"), default="fp32", help="the weights published (publish --export)"
+    )
+    parser.add_argument(
+        "--output", type=Path, default=None, help="default: bench/power.json (power-int8.json for int8)"
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
         print(json.dumps(child(args.reps)))
         return
-    args.output = args.output or ROOT / "bench" / ("power.json" if args.export == "fp32" else f"power-{args.export}.json")
+    args.output = args.output or ROOT / "bench" / (
+        "power.json" if args.export == "fp32" else f"power-{args.export}.json"
+    )
     cpus = len(os.sched_getaffinity(0))
     sizes = [int(s) for s in args.sizes.split(",")]
     too_big = [s for s in sizes if s / MB_PER_VCPU > cpus + 1e-9]
     if too_big:
         raise SystemExit(f"this machine has {cpus} CPUs: it cannot emulate {too_big} MB (> {cpus} vCPUs)")
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MODEL_BUCKET=BUCKET, MODEL_PREFIX="models",
-                      POWERTOOLS_METRICS_NAMESPACE="newsgen", POWERTOOLS_TRACE_DISABLED="true",
-                      POWERTOOLS_LOG_LEVEL="WARNING")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        MODEL_BUCKET=BUCKET,
+        MODEL_PREFIX="models",
+        POWERTOOLS_METRICS_NAMESPACE="newsgen",
+        POWERTOOLS_TRACE_DISABLED="true",
+        POWERTOOLS_LOG_LEVEL="WARNING",
+    )
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -193,9 +236,15 @@ def main(argv=None) -> None:
     server.start()
     os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server._server.server_port}"
     started = time.perf_counter()
-    results: dict = {"command": "make bench-memory" + (f" EXPORT={args.export}" if args.export != "fp32" else ""),
-                     "export": args.export, "cpus": cpus, "mb_per_vcpu": MB_PER_VCPU,
-                     "api_timeout_ms": API_TIMEOUT_MS, "requests": {k: v[1] for k, v in REQUESTS.items()}, "runs": []}
+    results: dict = {
+        "command": "make bench-memory" + (f" EXPORT={args.export}" if args.export != "fp32" else ""),
+        "export": args.export,
+        "cpus": cpus,
+        "mb_per_vcpu": MB_PER_VCPU,
+        "api_timeout_ms": API_TIMEOUT_MS,
+        "requests": {k: v[1] for k, v in REQUESTS.items()},
+        "runs": [],
+    }
     try:
         import boto3
 
@@ -208,12 +257,25 @@ def main(argv=None) -> None:
             report = model_dir / "training_report.json"
             for task in ("headline", "article"):  # one checkpoint serves both: only the shape matters here
                 report.write_text(json.dumps({**json.loads(report.read_text()), "task": task}))
-                publish_model(model_dir, bucket=BUCKET, prefix="models", task=task, version="power", export=args.export,
-                              progress=False)
+                publish_model(
+                    model_dir,
+                    bucket=BUCKET,
+                    prefix="models",
+                    task=task,
+                    version="power",
+                    export=args.export,
+                    progress=False,
+                )
             for memory_mb in sizes:
                 for threads in (int(t) for t in args.threads.split(",")):
-                    print(f"[{time.perf_counter() - started:5.0f}s] {memory_mb} MB, {threads} torch thread(s)", flush=True)
-                    row = {"memory_mb": memory_mb, "threads": threads, **run_size(memory_mb, threads, args.reps, workdir)}
+                    print(
+                        f"[{time.perf_counter() - started:5.0f}s] {memory_mb} MB, {threads} torch thread(s)", flush=True
+                    )
+                    row = {
+                        "memory_mb": memory_mb,
+                        "threads": threads,
+                        **run_size(memory_mb, threads, args.reps, workdir),
+                    }
                     results["runs"].append(row if "failed" in row else priced(row))
     finally:
         server.stop()

@@ -28,8 +28,12 @@ BUCKET = "bench-models"
 
 
 def summary(values: list[float]) -> dict:
-    return {"median": round(statistics.median(values), 2), "min": round(min(values), 2), "max": round(max(values), 2),
-            "runs": [round(v, 2) for v in values]}
+    return {
+        "median": round(statistics.median(values), 2),
+        "min": round(min(values), 2),
+        "max": round(max(values), 2),
+        "runs": [round(v, 2) for v in values],
+    }
 
 
 # --- checkpoints --------------------------------------------------------------------------------------
@@ -39,12 +43,23 @@ def build_checkpoint(path: Path, layers: int) -> Path:
     from training.tokenizer import base_tokenizer
 
     tokenizer = base_tokenizer("tiny")
-    config = GPT2Config(vocab_size=len(tokenizer), n_layer=layers, n_embd=768, n_head=12, n_positions=1024,
-                        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                        pad_token_id=tokenizer.pad_token_id)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_layer=layers,
+        n_embd=768,
+        n_head=12,
+        n_positions=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     model = GPT2LMHeadModel(config)
-    model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                               pad_token_id=tokenizer.pad_token_id, max_new_tokens=NEW_TOKENS)
+    model.generation_config = GenerationConfig(
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        max_new_tokens=NEW_TOKENS,
+    )
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     (path / "training_report.json").write_text(json.dumps({"task": "headline", "base_model": f"random-{layers}x768"}))
@@ -56,8 +71,13 @@ def ours(loaded, batch: int, do_sample: bool, reps: int) -> dict:
     from newsgen import generation, prompt
     from newsgen.schemas import GenerationParameters
 
-    params = GenerationParameters(max_new_tokens=NEW_TOKENS, do_sample=do_sample, repetition_penalty=1.0,
-                                  no_repeat_ngram_size=0, **({"seed": 1, "top_k": 50} if do_sample else {}))
+    params = GenerationParameters(
+        max_new_tokens=NEW_TOKENS,
+        do_sample=do_sample,
+        repetition_penalty=1.0,
+        no_repeat_ngram_size=0,
+        **({"seed": 1, "top_k": 50} if do_sample else {}),
+    )
     prompts = [prompt.headline_prompt(PROMPT)] * batch
     generation.generate(loaded, prompts, params=params.model_copy(update={"max_new_tokens": 4}))  # warm-up
     rates = []
@@ -98,13 +118,16 @@ def ctranslate2_int8(model_dir: Path, workdir: Path, reps: int) -> dict:
         convert_s = time.perf_counter() - started
     except Exception as exc:  # the converter follows transformers' internals; report, do not crash the bench
         return {"skipped": f"conversion failed: {type(exc).__name__}: {exc}"}
-    generator = ctranslate2.Generator(str(out), device="cpu", compute_type="int8", intra_threads=len(os.sched_getaffinity(0)))
+    generator = ctranslate2.Generator(
+        str(out), device="cpu", compute_type="int8", intra_threads=len(os.sched_getaffinity(0))
+    )
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     tokens = tokenizer.convert_ids_to_tokens(tokenizer("<|endoftext|>" + PROMPT)["input_ids"])
 
     def run(batch, length):
-        return generator.generate_batch([tokens] * batch, max_length=length, min_length=length, sampling_topk=1,
-                                        include_prompt_in_result=False)
+        return generator.generate_batch(
+            [tokens] * batch, max_length=length, min_length=length, sampling_topk=1, include_prompt_in_result=False
+        )
 
     run(1, 4)
     result = {"convert_s": round(convert_s, 2)}
@@ -146,14 +169,30 @@ def quality(workdir: Path) -> dict:
     data = workdir / "quality-data"
     prepare([SAMPLE_CSV], data, progress=False)
     model_dir = workdir / "quality-model"
-    train(TrainOptions(task="headline", data=data, output=model_dir, max_steps=120, eval_steps=40, save_steps=120,
-                       logging_steps=20, batch_size=16, max_length=48, progress=False))
+    train(
+        TrainOptions(
+            task="headline",
+            data=data,
+            output=model_dir,
+            max_steps=120,
+            eval_steps=40,
+            save_steps=120,
+            logging_steps=20,
+            batch_size=16,
+            max_length=48,
+            progress=False,
+        )
+    )
     manifest = artifacts.build_manifest(model_dir, task="headline", version="q", base_model="tiny")
     model, tokenizer = load_model_dir(model_dir, manifest)
     fp32 = perplexity(model, tokenizer, data, "headline", max_length=48)
     int8 = perplexity(quantize_int8(model), tokenizer, data, "headline", max_length=48)
-    return {"model": "tiny (2x128), 120 steps on the sample", "val_perplexity_fp32": round(fp32, 3),
-            "val_perplexity_int8": round(int8, 3), "relative_change": round((int8 - fp32) / fp32, 4)}
+    return {
+        "model": "tiny (2x128), 120 steps on the sample",
+        "val_perplexity_fp32": round(fp32, 3),
+        "val_perplexity_int8": round(int8, 3),
+        "relative_change": round((int8 - fp32) / fp32, 4),
+    }
 
 
 def main(argv=None) -> None:
@@ -162,8 +201,13 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", default="distilgpt2,gpt2")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
-    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench", AWS_DEFAULT_REGION="us-east-1",
-                      HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    os.environ.update(
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        HF_HUB_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+    )
     import logging
 
     import torch
@@ -185,8 +229,12 @@ def main(argv=None) -> None:
         torch.set_num_threads(len(os.sched_getaffinity(0)))
         results = {
             "command": "make bench",
-            "machine": {"cpus": len(os.sched_getaffinity(0)), "processor": platform.processor() or platform.machine(),
-                        "torch": torch.__version__, "python": platform.python_version()},
+            "machine": {
+                "cpus": len(os.sched_getaffinity(0)),
+                "processor": platform.processor() or platform.machine(),
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
             "setup": {"prompt_tokens": 10, "new_tokens": NEW_TOKENS, "reps": args.reps},
             "shapes": {},
         }
@@ -196,15 +244,24 @@ def main(argv=None) -> None:
                 print(f"[{time.perf_counter() - started:5.0f}s] {shape}: checkpoint + publish", flush=True)
                 model_dir = build_checkpoint(workdir / shape, SHAPES[shape])
                 version = f"bench-{shape}"
-                publish_model(model_dir, bucket=BUCKET, prefix="models", task="headline", version=version, progress=False)
+                publish_model(
+                    model_dir, bucket=BUCKET, prefix="models", task="headline", version=version, progress=False
+                )
                 r: dict = {"size_mb": round((model_dir / "model.safetensors").stat().st_size / 1e6, 1)}
                 print(f"[{time.perf_counter() - started:5.0f}s] {shape}: warm (ours int8, fp32)", flush=True)
-                store = ModelStore(s3=s3.client(), bucket=BUCKET, prefix="models", cache_dir=workdir / "warm-int8", quantize="int8")
+                store = ModelStore(
+                    s3=s3.client(), bucket=BUCKET, prefix="models", cache_dir=workdir / "warm-int8", quantize="int8"
+                )
                 loaded = store.get("headline", version)
-                r["ours_int8"] = {"b1_greedy": ours(loaded, 1, False, args.reps), "b1_sample": ours(loaded, 1, True, args.reps),
-                                  "b8_greedy": ours(loaded, 8, False, args.reps)}
+                r["ours_int8"] = {
+                    "b1_greedy": ours(loaded, 1, False, args.reps),
+                    "b1_sample": ours(loaded, 1, True, args.reps),
+                    "b8_greedy": ours(loaded, 8, False, args.reps),
+                }
                 del store, loaded
-                store = ModelStore(s3=s3.client(), bucket=BUCKET, prefix="models", cache_dir=workdir / "warm-fp32", quantize="none")
+                store = ModelStore(
+                    s3=s3.client(), bucket=BUCKET, prefix="models", cache_dir=workdir / "warm-fp32", quantize="none"
+                )
                 r["ours_fp32"] = {"b1_greedy": ours(store.get("headline", version), 1, False, args.reps)}
                 del store
                 print(f"[{time.perf_counter() - started:5.0f}s] {shape}: naive pipeline fp32", flush=True)
@@ -215,9 +272,18 @@ def main(argv=None) -> None:
                 r["cold_serve"] = cold("serve", version, workdir, args.reps)
                 r["cold_floor"] = cold("floor", version, workdir, args.reps)
                 print(f"[{time.perf_counter() - started:5.0f}s] {shape}: cold starts, int8 export", flush=True)
-                exported = publish_model(model_dir, bucket=BUCKET, prefix="models", task="headline",
-                                         version=f"{version}-int8", export="int8", progress=False)
-                r["int8_export_mb"] = round(sum(f.size for f in exported.files if f.path.endswith(".safetensors")) / 1e6, 1)
+                exported = publish_model(
+                    model_dir,
+                    bucket=BUCKET,
+                    prefix="models",
+                    task="headline",
+                    version=f"{version}-int8",
+                    export="int8",
+                    progress=False,
+                )
+                r["int8_export_mb"] = round(
+                    sum(f.size for f in exported.files if f.path.endswith(".safetensors")) / 1e6, 1
+                )
                 r["cold_serve_int8_export"] = cold("serve", exported.version, workdir, args.reps)
                 r["cold_floor_int8_export"] = cold("floor", exported.version, workdir, args.reps)
                 results["shapes"][shape] = r
@@ -239,7 +305,10 @@ def targets(results: dict) -> dict:
     if not r:
         return out
     ours_b1 = r["ours_int8"]["b1_greedy"]["median"]
-    out["warm_b1_vs_naive"] = {"ratio": round(ours_b1 / r["naive_pipeline_fp32"]["b1_greedy"]["median"], 2), "target": 4.0}
+    out["warm_b1_vs_naive"] = {
+        "ratio": round(ours_b1 / r["naive_pipeline_fp32"]["b1_greedy"]["median"], 2),
+        "target": 4.0,
+    }
     ct2 = r["ctranslate2_int8"]
     if "b1_greedy" in ct2:
         out["warm_b1_vs_ctranslate2"] = {"ratio": round(ours_b1 / ct2["b1_greedy"]["median"], 2), "target": 1.15}
@@ -250,10 +319,16 @@ def targets(results: dict) -> dict:
     if "cold_serve_int8_export" in r:  # the same, with the weights published as int8 (publish --export int8)
         export_total = statistics.median(c["total_s"] for c in r["cold_serve_int8_export"])
         export_floor = statistics.median(c["total_s"] for c in r["cold_floor_int8_export"])
-        out["cold_vs_floor_int8_export"] = {"ratio": round(export_total / export_floor, 2), "target": 1.5,
-                                            "lower_is_better": True}
-    out["peak_rss_gb"] = {"value": round(max(c["peak_rss_mb"] for c in r["cold_serve"]) / 1024, 3), "target": 1.0,
-                          "lower_is_better": True}
+        out["cold_vs_floor_int8_export"] = {
+            "ratio": round(export_total / export_floor, 2),
+            "target": 1.5,
+            "lower_is_better": True,
+        }
+    out["peak_rss_gb"] = {
+        "value": round(max(c["peak_rss_mb"] for c in r["cold_serve"]) / 1024, 3),
+        "target": 1.0,
+        "lower_is_better": True,
+    }
     q = results.get("quality", {})
     if "relative_change" in q:
         out["int8_perplexity_change"] = {"value": q["relative_change"], "target": 0.02, "lower_is_better": True}
@@ -264,11 +339,15 @@ def targets(results: dict) -> dict:
 
 
 def table(results: dict) -> str:
-    lines = ["| shape | newsgen int8 b1 greedy | b1 sampling | b8 greedy | newsgen fp32 b1 | naive pipeline fp32 b1 | CTranslate2 int8 b1 | CTranslate2 int8 b8 | cold start (floor) | peak RSS |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | newsgen int8 b1 greedy | b1 sampling | b8 greedy | newsgen fp32 b1 | naive pipeline fp32 b1 | CTranslate2 int8 b1 | CTranslate2 int8 b8 | cold start (floor) | peak RSS |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
 
     def cell(d):
-        return f"{d['median']:.0f} ({d['min']:.0f}–{d['max']:.0f})" if isinstance(d, dict) and "median" in d else "skipped"
+        return (
+            f"{d['median']:.0f} ({d['min']:.0f}–{d['max']:.0f})" if isinstance(d, dict) and "median" in d else "skipped"
+        )
 
     for shape, r in results["shapes"].items():
         ct2 = r["ctranslate2_int8"]
@@ -293,7 +372,9 @@ def table(results: dict) -> str:
     lines.append("|---|---|---|---|")
     for name, item in results.get("targets", {}).items():
         value = item.get("ratio", item.get("value"))
-        lines.append(f"| {name} | {value} | {'≤' if item.get('lower_is_better') else '≥'} {item['target']} | {'yes' if item['met'] else 'no'} |")
+        lines.append(
+            f"| {name} | {value} | {'≤' if item.get('lower_is_better') else '≥'} {item['target']} | {'yes' if item['met'] else 'no'} |"
+        )
     return "\n".join(lines)
 
 

@@ -66,24 +66,37 @@ def rate_cell(detections: list, excluded_short: int = 0, positive: bool = True) 
     too_short = sum(1 for d in detections if d.verdict == "too_short")
     zs = [d.score for d in detections if d.score is not None]
     scored = [d.tokens_scored for d in detections]
-    cell = {"n": n, ("detected" if positive else "false_positives"): flagged,
-            ("tpr" if positive else "fpr"): round(flagged / n, 4) if n else None, "ci95": wilson(flagged, n),
-            "too_short": too_short}
+    cell = {
+        "n": n,
+        ("detected" if positive else "false_positives"): flagged,
+        ("tpr" if positive else "fpr"): round(flagged / n, 4) if n else None,
+        "ci95": wilson(flagged, n),
+        "too_short": too_short,
+    }
     if excluded_short:
         cell["excluded_shorter_than_length"] = excluded_short
     judged = [d.score for d in detections if d.verdict != "too_short"]
     cell["rate_by_z_threshold"] = {str(t): round(sum(z >= t for z in judged) / n, 4) if n else None for t in THRESHOLDS}
     if zs:
-        cell["z"] = {"mean": round(statistics.fmean(zs), 3), "median": round(statistics.median(zs), 3),
-                     "std": round(statistics.pstdev(zs), 3), "min": round(min(zs), 3), "max": round(max(zs), 3)}
+        cell["z"] = {
+            "mean": round(statistics.fmean(zs), 3),
+            "median": round(statistics.median(zs), 3),
+            "std": round(statistics.pstdev(zs), 3),
+            "min": round(min(zs), 3),
+            "max": round(max(zs), 3),
+        }
     if scored:
         cell["tokens_scored_median"] = statistics.median(scored)
     return cell
 
 
 def summary(values: list[float], digits: int = 4) -> dict:
-    return {"median": round(statistics.median(values), digits), "min": round(min(values), digits),
-            "max": round(max(values), digits), "runs": [round(v, digits) for v in values]}
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+        "runs": [round(v, digits) for v in values],
+    }
 
 
 # --- machine --------------------------------------------------------------------------------------------
@@ -93,14 +106,21 @@ def machine() -> dict:
 
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-        model = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), None)
+        model = next(
+            (line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), None
+        )
     except (OSError, subprocess.SubprocessError):
         model = None
-    return {"cpu_model": model or platform.processor() or platform.machine(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cores": len(os.sched_getaffinity(0)),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "python": platform.python_version(),
-            "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    return {
+        "cpu_model": model or platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": len(os.sched_getaffinity(0)),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
 
 
 # --- models -----------------------------------------------------------------------------------------------
@@ -135,12 +155,19 @@ def load_tiny(path: Path, task: str):
 def no_eos(loaded):
     from newsgen.store import LoadedModel
 
-    return LoadedModel(loaded.task, loaded.version, loaded.manifest, loaded.path,
-                       NoEOS(loaded.model, loaded.tokenizer.eos_token_id), loaded.tokenizer)
+    return LoadedModel(
+        loaded.task,
+        loaded.version,
+        loaded.manifest,
+        loaded.path,
+        NoEOS(loaded.model, loaded.tokenizer.eos_token_id),
+        loaded.tokenizer,
+    )
 
 
-def generate_texts(loaded, prompts: list[str], *, seed: int, watermark=None, batch: int = 40, n: int = 1,
-                   **params) -> list:
+def generate_texts(
+    loaded, prompts: list[str], *, seed: int, watermark=None, batch: int = 40, n: int = 1, **params
+) -> list:
     """GeneratedText per prompt (n per prompt, flattened), in batches, each batch with its own seed."""
     from newsgen import generation
     from newsgen.schemas import GenerationParameters
@@ -150,8 +177,13 @@ def generate_texts(loaded, prompts: list[str], *, seed: int, watermark=None, bat
     for i in range(0, len(prompts), per_call):
         if hasattr(watermark, "reset"):
             watermark.reset()
-        gen = generation.generate(loaded, prompts[i : i + per_call], n=n,
-                                  params=GenerationParameters(seed=seed + i, **params), watermark=watermark)
+        gen = generation.generate(
+            loaded,
+            prompts[i : i + per_call],
+            n=n,
+            params=GenerationParameters(seed=seed + i, **params),
+            watermark=watermark,
+        )
         out.extend(r for rows in gen.results for r in rows)
     return out
 
@@ -229,7 +261,9 @@ def fpr_across_keys(cells: dict[str, list[str]], tokenizer, vocab: int, keys: in
     for name, runs in per_key.items():
         pooled = rate_cell([d for run in runs for d in run], positive=False)
         pooled["per_key_fpr"] = [round(sum(1 for d in run if d.watermarked) / len(run), 4) for run in runs]
-        pooled["per_key_mean_z"] = [round(statistics.fmean([d.score for d in run if d.score is not None] or [0.0]), 3) for run in runs]
+        pooled["per_key_mean_z"] = [
+            round(statistics.fmean([d.score for d in run if d.score is not None] or [0.0]), 3) for run in runs
+        ]
         out[name] = pooled
     return out
 
@@ -257,7 +291,7 @@ def perplexity(model, tokenizer, prompts: list[str], texts: list[str], length: i
 
     total_nll, total_tokens, per_text = 0.0, 0, []
     with torch.inference_mode():
-        for p, t in zip(prompts, texts):
+        for p, t in zip(prompts, texts, strict=False):
             prompt_ids = tokenizer(p, add_special_tokens=False)["input_ids"]
             ids = tokenizer(t, add_special_tokens=False)["input_ids"][:length]
             if not ids:
@@ -267,9 +301,13 @@ def perplexity(model, tokenizer, prompts: list[str], texts: list[str], length: i
             nll = torch.nn.functional.cross_entropy(logits, torch.tensor(ids), reduction="sum").item()
             total_nll, total_tokens = total_nll + nll, total_tokens + len(ids)
             per_text.append(math.exp(nll / len(ids)))
-    return {"n": len(per_text), "tokens": total_tokens, "mean_nll": round(total_nll / total_tokens, 4),
-            "perplexity": round(math.exp(total_nll / total_tokens), 3),
-            "per_text_perplexity_median": round(statistics.median(per_text), 3)}
+    return {
+        "n": len(per_text),
+        "tokens": total_tokens,
+        "mean_nll": round(total_nll / total_tokens, 4),
+        "perplexity": round(math.exp(total_nll / total_tokens), 3),
+        "per_text_perplexity_median": round(statistics.median(per_text), 3),
+    }
 
 
 # --- SynthID-Text ----------------------------------------------------------------------------------------------
@@ -282,9 +320,13 @@ class SynthID:
         from transformers.generation.logits_process import SynthIDTextWatermarkLogitsProcessor
 
         self.processor = SynthIDTextWatermarkLogitsProcessor(
-            ngram_len=SYNTHID["ngram_len"], keys=keys, sampling_table_size=SYNTHID["sampling_table_size"],
-            sampling_table_seed=table_seed, context_history_size=SYNTHID["context_history_size"],
-            device=torch.device("cpu"))
+            ngram_len=SYNTHID["ngram_len"],
+            keys=keys,
+            sampling_table_size=SYNTHID["sampling_table_size"],
+            sampling_table_seed=table_seed,
+            context_history_size=SYNTHID["context_history_size"],
+            device=torch.device("cpu"),
+        )
         self.candidates_only = candidates_only
 
     def reset(self):
@@ -378,9 +420,12 @@ def watermark_last():
 
 def git_state() -> str:
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "layers/newsgen/newsgen"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.split()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "layers/newsgen/newsgen"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.split()
     except OSError:
         return "unknown"
     changed = [d for d in dirty if d.endswith(".py")]
@@ -391,11 +436,25 @@ def greenlist_placement() -> str:
     from newsgen import generation
 
     sentinel = object()
-    processors = list(generation._processors({"do_sample": True, "temperature": 0.8, "top_k": 50, "top_p": 0.95,
-                                               "repetition_penalty": 1.1, "no_repeat_ngram_size": 3}, sentinel))
+    processors = list(
+        generation._processors(
+            {
+                "do_sample": True,
+                "temperature": 0.8,
+                "top_k": 50,
+                "top_p": 0.95,
+                "repetition_penalty": 1.1,
+                "no_repeat_ngram_size": 3,
+            },
+            sentinel,
+        )
+    )
     where = processors.index(sentinel)
-    return "last (after temperature, top-k, top-p)" if where == len(processors) - 1 else \
-        f"before the sampling warpers (position {where + 1} of {len(processors)}: after {', '.join(type(x).__name__ for x in processors[:where])})"
+    return (
+        "last (after temperature, top-k, top-p)"
+        if where == len(processors) - 1
+        else f"before the sampling warpers (position {where + 1} of {len(processors)}: after {', '.join(type(x).__name__ for x in processors[:where])})"
+    )
 
 
 def make_greenlist(vocab: int, key: int, bias: float | None = None):
@@ -415,21 +474,30 @@ def synthid_cell(scores: list[tuple[float | None, int]], threshold: float, posit
     n = len(scores)
     zs = [z for z, c in scores if z is not None and c >= 16]
     flagged = sum(1 for z in zs if z >= threshold)
-    return {"n": n, ("detected" if positive else "false_positives"): flagged,
-            ("tpr" if positive else "fpr"): round(flagged / n, 4) if n else None, "ci95": wilson(flagged, n),
-            "too_short": n - len(zs),
-            "z": {"mean": round(statistics.fmean(zs), 3), "median": round(statistics.median(zs), 3),
-                  "std": round(statistics.pstdev(zs), 3), "max": round(max(zs), 3)} if zs else None}
+    return {
+        "n": n,
+        ("detected" if positive else "false_positives"): flagged,
+        ("tpr" if positive else "fpr"): round(flagged / n, 4) if n else None,
+        "ci95": wilson(flagged, n),
+        "too_short": n - len(zs),
+        "z": {
+            "mean": round(statistics.fmean(zs), 3),
+            "median": round(statistics.median(zs), 3),
+            "std": round(statistics.pstdev(zs), 3),
+            "max": round(max(zs), 3),
+        }
+        if zs
+        else None,
+    }
 
 
 # --- speed on the distilgpt2 shape -----------------------------------------------------------------------------
 def distil_model(workdir: Path):
+    from bench.run import build_checkpoint
     from newsgen import artifacts
     from newsgen.optimize import optimize_for_cpu
     from newsgen.store import LoadedModel, load_model_dir
     from training.model import tuned_generation_config
-
-    from bench.run import build_checkpoint
 
     path = build_checkpoint(workdir / "distilgpt2", 6)
     manifest = artifacts.build_manifest(path, task="headline", version="bench", base_model="random-6x768")
@@ -463,10 +531,9 @@ def contention_probe(loaded, cores: int) -> dict:
     """Greedy batch 1 on 1 thread and on every core: with a core taken by another process, more threads are slower."""
     import torch
 
+    from bench.run import PROMPT
     from newsgen import generation, prompt
     from newsgen.schemas import GenerationParameters
-
-    from bench.run import PROMPT
 
     rates: dict[int, list[float]] = {1: [], cores: []}
     params = GenerationParameters(max_new_tokens=32, do_sample=False)
@@ -478,29 +545,40 @@ def contention_probe(loaded, cores: int) -> dict:
             generation.generate(no_eos(loaded), [prompt.headline_prompt(PROMPT)], params=params)
             rates[threads].append(32 / (time.perf_counter() - t0))
     torch.set_num_threads(1)
-    ratios = [a / b for a, b in zip(rates[cores], rates[1])]
-    return {"tokens_per_s_by_threads": {str(k): [round(x, 1) for x in v] for k, v in rates.items()},
-            "load_average": [round(x, 2) for x in os.getloadavg()],
-            "contended": cores > 1 and min(ratios) < 1.2}  # uncontended, 2 threads run b1 ~1.5x one thread here
+    ratios = [a / b for a, b in zip(rates[cores], rates[1], strict=False)]
+    return {
+        "tokens_per_s_by_threads": {str(k): [round(x, 1) for x in v] for k, v in rates.items()},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "contended": cores > 1 and min(ratios) < 1.2,
+    }  # uncontended, 2 threads run b1 ~1.5x one thread here
 
 
-def speed(loaded, keyring, rounds: int, synthid_keys: list[int], table_seed: int, with_synthid: bool = True,
-          deadline_s: float | None = None) -> dict:
+def speed(
+    loaded,
+    keyring,
+    rounds: int,
+    synthid_keys: list[int],
+    table_seed: int,
+    with_synthid: bool = True,
+    deadline_s: float | None = None,
+) -> dict:
     """Interleaved rounds; every run generates exactly 64 tokens (NoEOS), so that tokens/s compare. Past
     `deadline_s` (a core taken by another process) no new round starts and the result says so."""
+    from bench.run import PROMPT
     from newsgen import generation, prompt
     from newsgen.schemas import GenerationParameters
     from newsgen.watermark import GreenlistWatermark
-
-    from bench.run import PROMPT
 
     vocab = loaded.model.config.vocab_size
     green = Counting(GreenlistWatermark(vocab, keyring.current_key()))  # one per container, reused (warm)
     synth = SynthID(synthid_keys, table_seed)
     runner = no_eos(loaded)
     configs = {  # SynthID at batch 1 only (at batch 8 it hashes 8 x 50k x depth int64 per step: several times slower)
-        "b1_greedy": ([prompt.headline_prompt(PROMPT)], {"do_sample": False},
-                      ("none", "greenlist", "synthid") if with_synthid else ("none", "greenlist")),
+        "b1_greedy": (
+            [prompt.headline_prompt(PROMPT)],
+            {"do_sample": False},
+            ("none", "greenlist", "synthid") if with_synthid else ("none", "greenlist"),
+        ),
         "b8_sampled": ([prompt.headline_prompt(PROMPT)] * 8, {}, ("none", "greenlist")),
     }
     out = {}
@@ -538,11 +616,20 @@ def speed(loaded, keyring, rounds: int, synthid_keys: list[int], table_seed: int
         ratios = {v: [rates[v][i] / rates["none"][i] for i in range(done)] for v in variants if v != "none"}
         out[name] = {
             "tokens_per_s": {v: summary(rates[v], 1) for v in variants},
-            "slowdown": {v: {"median": round(1 - statistics.median(x), 4), "min": round(1 - max(x), 4),
-                             "max": round(1 - min(x), 4), "per_round_ratio": [round(y, 4) for y in x]}
-                         for v, x in ratios.items()},
-            "greenlist_cache": {"lookups": green.lookups, "misses": green.misses,
-                                "hit_rate": round(1 - green.misses / green.lookups, 4) if green.lookups else None},
+            "slowdown": {
+                v: {
+                    "median": round(1 - statistics.median(x), 4),
+                    "min": round(1 - max(x), 4),
+                    "max": round(1 - min(x), 4),
+                    "per_round_ratio": [round(y, 4) for y in x],
+                }
+                for v, x in ratios.items()
+            },
+            "greenlist_cache": {
+                "lookups": green.lookups,
+                "misses": green.misses,
+                "hit_rate": round(1 - green.misses / green.lookups, 4) if green.lookups else None,
+            },
             "tokens_per_run": sorted(set(tokens)),
         }
         log(f"speed {name}: " + ", ".join(f"{v} {out[name]['tokens_per_s'][v]['median']:.0f} tok/s" for v in variants))
@@ -575,7 +662,6 @@ class FasterGreenlist:
 
 
 def profile(keyring, vocab: int, texts_ids: list[list[int]], step_ms: dict) -> dict:
-    import numpy as np
     import torch
 
     from newsgen.watermark import BIAS, MASK_CACHE, GreenlistWatermark
@@ -614,8 +700,10 @@ def profile(keyring, vocab: int, texts_ids: list[list[int]], step_ms: dict) -> d
             "faster_call_ms_all_hits": timed(lambda: faster(ids, scores), 300),
         }
         part = {k: round(v, 4) for k, v in part.items()}
-        part["faster_identical"] = bool(torch.equal(faster(ids, scores), wm(ids, scores))
-                                        and torch.equal(faster(ids, scores), wm.library(ids, scores)))
+        part["faster_identical"] = bool(
+            torch.equal(faster(ids, scores), wm(ids, scores))
+            and torch.equal(faster(ids, scores), wm.library(ids, scores))
+        )
         part["decode_step_ms_distil_int8"] = step_ms.get(f"b{b}")
         out[f"b{b}"] = part
     # how often a warm container's 4096-entry cache hits on real token streams (previous tokens in order)
@@ -632,9 +720,13 @@ def profile(keyring, vocab: int, texts_ids: list[list[int]], step_ms: dict) -> d
                 lru[t] = True
                 if len(lru) > MASK_CACHE:
                     lru.popitem(last=False)
-    out["realistic_hit_rate"] = {"cache_size": MASK_CACHE, "streams": len(texts_ids), "lookups": lookups,
-                                 "hit_rate": round(hits / lookups, 4) if lookups else None,
-                                 "note": "previous tokens of the generated + human texts in order; second half measured"}
+    out["realistic_hit_rate"] = {
+        "cache_size": MASK_CACHE,
+        "streams": len(texts_ids),
+        "lookups": lookups,
+        "hit_rate": round(hits / lookups, 4) if lookups else None,
+        "note": "previous tokens of the generated + human texts in order; second half measured",
+    }
     h = out["realistic_hit_rate"]["hit_rate"] or 0.0
     for b in (1, 8):
         step = step_ms.get(f"b{b}")
@@ -655,7 +747,9 @@ def main(argv=None) -> None:
     parser.add_argument("--n-greedy", type=int, default=20)
     parser.add_argument("--windows", type=int, default=6, help="most human windows per article and length")
     parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--keys", type=int, default=10, help="fresh keys for the unmarked generations' FPR (human: a third)")
+    parser.add_argument(
+        "--keys", type=int, default=10, help="fresh keys for the unmarked generations' FPR (human: a third)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "watermark.json")
     args = parser.parse_args(argv)
     os.environ.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
@@ -663,7 +757,15 @@ def main(argv=None) -> None:
 
     from infra.local.run import DEMO_STEPS, ensure_models
     from newsgen import prompt
-    from newsgen.watermark import BIAS, GREENLIST_RATIO, MIN_TOKENS, SCHEME, Z_THRESHOLD, GreenlistWatermark, keyring_with_new_key
+    from newsgen.watermark import (
+        BIAS,
+        GREENLIST_RATIO,
+        MIN_TOKENS,
+        SCHEME,
+        Z_THRESHOLD,
+        GreenlistWatermark,
+        keyring_with_new_key,
+    )
 
     cores = len(os.sched_getaffinity(0))
     # The quality parts run on one thread: another process on this machine (tests, a server) makes 2-thread
@@ -684,7 +786,10 @@ def main(argv=None) -> None:
     demo = ensure_models(WORKDIR, None, DEMO_STEPS)
     sample_models = ensure_models(WORKDIR, SAMPLE_CSV, {"article": DEMO_STEPS["article"]})
     training_s = time.perf_counter() - t0
-    models = {"demo_article": load_tiny(demo["article"], "article"), "sample_article": load_tiny(sample_models["article"], "article")}
+    models = {
+        "demo_article": load_tiny(demo["article"], "article"),
+        "sample_article": load_tiny(sample_models["article"], "article"),
+    }
     headline_loaded, _, headline_report = load_tiny(demo["headline"], "headline")
     tokenizer = headline_loaded.tokenizer
     vocab = headline_loaded.model.config.vocab_size
@@ -697,26 +802,40 @@ def main(argv=None) -> None:
     table_seed = secrets.randbits(31)
     defaults = models["demo_article"][0].model.generation_config
     results["settings"] = {
-        "scheme": SCHEME, "greenlist_ratio": GREENLIST_RATIO, "bias": BIAS, "z_threshold": Z_THRESHOLD,
-        "min_tokens": MIN_TOKENS, "keyring": "fresh random (keyring_with_new_key), one key",
-        "n_generated_per_setting": args.n, "lengths": list(LENGTHS), "generated_tokens": GEN_TOKENS,
-        "decoding": {k: getattr(defaults, k) for k in ("do_sample", "temperature", "top_k", "top_p",
-                                                     "repetition_penalty", "no_repeat_ngram_size")},
-        "generation_models": "int8 (optimize_for_cpu), as served", "seed": SEED, "quality_torch_threads": 1,
+        "scheme": SCHEME,
+        "greenlist_ratio": GREENLIST_RATIO,
+        "bias": BIAS,
+        "z_threshold": Z_THRESHOLD,
+        "min_tokens": MIN_TOKENS,
+        "keyring": "fresh random (keyring_with_new_key), one key",
+        "n_generated_per_setting": args.n,
+        "lengths": list(LENGTHS),
+        "generated_tokens": GEN_TOKENS,
+        "decoding": {
+            k: getattr(defaults, k)
+            for k in ("do_sample", "temperature", "top_k", "top_p", "repetition_penalty", "no_repeat_ngram_size")
+        },
+        "generation_models": "int8 (optimize_for_cpu), as served",
+        "seed": SEED,
+        "quality_torch_threads": 1,
         "past_eos": "bench-only NoEOS model wrapper (end token's logit -inf), then each text cut to the length "
-                    "in its own re-tokenisation; texts shorter than a length are excluded and counted",
+        "in its own re-tokenisation; texts shorter than a length are excluded and counted",
         "human_corpus": f"{SAMPLE_CSV.name}: headlines without '{NYT_SUFFIX}', articles cut into up to "
-                        f"{args.windows} non-overlapping windows per length (the opening window reported apart)",
+        f"{args.windows} non-overlapping windows per length (the opening window reported apart)",
         "news_text": "headline + '\\n' + article, both from the demo models with their default decoding (EOS kept)",
         "attacks": "share of whitespace-separated words deleted, or replaced by words drawn (frequency-weighted) "
-                   "from the human articles; seeded",
+        "from the human articles; seeded",
         "greenlist_placement": greenlist_placement(),
         "synthid_placement": "last (after temperature, top-k, top-p), as transformers' generate() applies it",
         "library_state": git_state(),
     }
     results["models"] = {
-        name: {"path": str(m[0].path.relative_to(ROOT)), "val_perplexity": round(m[2].get("val_perplexity", float("nan")), 3),
-               "steps": m[2].get("global_step"), "layers_x_width": "2x128 (tiny)"}
+        name: {
+            "path": str(m[0].path.relative_to(ROOT)),
+            "val_perplexity": round(m[2].get("val_perplexity", float("nan")), 3),
+            "steps": m[2].get("global_step"),
+            "layers_x_width": "2x128 (tiny)",
+        }
         for name, m in {**models, "demo_headline": (headline_loaded, None, headline_report)}.items()
     }
     results["models"]["training_or_reuse_s"] = round(training_s, 1)
@@ -731,8 +850,10 @@ def main(argv=None) -> None:
     with demo_corpus.open(newline="", encoding="utf-8") as f:
         demo_titles = [r["title"] for r in csv.DictReader(f) if fits(r["title"])]
     sample_titles = [r["headline"] for r in human if fits(r["headline"])]
-    prompts_for = {"demo_article": [demo_titles[i % len(demo_titles)] for i in rng.sample(range(len(demo_titles) * 4), args.n)],
-                   "sample_article": [sample_titles[i % len(sample_titles)] for i in range(args.n)]}
+    prompts_for = {
+        "demo_article": [demo_titles[i % len(demo_titles)] for i in rng.sample(range(len(demo_titles) * 4), args.n)],
+        "sample_article": [sample_titles[i % len(sample_titles)] for i in range(args.n)],
+    }
 
     # 1 + 2 (generations): watermarked and unwatermarked texts of 210 tokens ---------------------------------
     generated: dict[str, dict[str, list[str]]] = {}
@@ -745,16 +866,25 @@ def main(argv=None) -> None:
         generated[name] = {}
         for marked in (True, False):
             log(f"{name}: {args.n} {'watermarked' if marked else 'unwatermarked'} texts of {GEN_TOKENS} tokens")
-            texts = generate_texts(runner, article_prompts, seed=SEED + (0 if marked else 10_000),
-                                   watermark=green if marked else None, max_new_tokens=GEN_TOKENS)
+            texts = generate_texts(
+                runner,
+                article_prompts,
+                seed=SEED + (0 if marked else 10_000),
+                watermark=green if marked else None,
+                max_new_tokens=GEN_TOKENS,
+            )
             generated[name]["wm" if marked else "plain"] = [t.text for t in texts]
-        results.setdefault("examples", {})[name] = {k: [cut(tokenizer, t, 60) for t in v[:2]] for k, v in generated[name].items()}
+        results.setdefault("examples", {})[name] = {
+            k: [cut(tokenizer, t, 60) for t in v[:2]] for k, v in generated[name].items()
+        }
         for marked in (True, False):
             cells = {}
             for length in LENGTHS:
                 cuts = [cut(tokenizer, t, length) for t in generated[name]["wm" if marked else "plain"]]
                 kept = [c for c in cuts if c is not None]
-                cells[str(length)] = rate_cell([detector.detect(c) for c in kept], len(cuts) - len(kept), positive=marked)
+                cells[str(length)] = rate_cell(
+                    [detector.detect(c) for c in kept], len(cuts) - len(kept), positive=marked
+                )
             (tpr if marked else fpr)[name if marked else f"unwatermarked_{name}"] = cells
         log(f"{name}: TPR " + ", ".join(f"{k}: {v['tpr']}" for k, v in tpr[name].items()))
     # the same texts' TPR at another bias (the library's bias is a setting)
@@ -766,8 +896,13 @@ def main(argv=None) -> None:
     else:
         for name, (loaded, _, _) in models.items():
             log(f"{name}: {args.n} texts at bias {other_bias}")
-            texts = generate_texts(no_eos(loaded), [prompt.article_prompt(h) for h in prompts_for[name]], seed=SEED,
-                                   watermark=sweep_wm, max_new_tokens=GEN_TOKENS)
+            texts = generate_texts(
+                no_eos(loaded),
+                [prompt.article_prompt(h) for h in prompts_for[name]],
+                seed=SEED,
+                watermark=sweep_wm,
+                max_new_tokens=GEN_TOKENS,
+            )
             generated[name][f"wm_bias_{other_bias}"] = [t.text for t in texts]
             cells = {}
             for length in LENGTHS:
@@ -776,9 +911,14 @@ def main(argv=None) -> None:
                 cells[str(length)] = rate_cell([detector.detect(c) for c in kept], len(cuts) - len(kept))
             sweep[name] = {"tpr": cells}
     results["bias_sweep"] = {"bias": other_bias, **sweep}
-    results["detector_check"] = check_detector(keyring, tokenizer, vocab, detector,
-                                                [cut(tokenizer, t, 100) or t for t in generated["demo_article"]["wm"][:20]]
-                                                + [r["content"][:600] for r in human[:20]])
+    results["detector_check"] = check_detector(
+        keyring,
+        tokenizer,
+        vocab,
+        detector,
+        [cut(tokenizer, t, 100) or t for t in generated["demo_article"]["wm"][:20]]
+        + [r["content"][:600] for r in human[:20]],
+    )
     results["tpr"], results["fpr"] = tpr, fpr
     save()
 
@@ -789,12 +929,21 @@ def main(argv=None) -> None:
         log(f"headlines + news items, {'watermarked' if marked else 'unwatermarked'}")
         heads = []
         for i in range(0, args.n, 40):  # 40 headlines per call, from the empty prefix as /v1/news does
-            heads += generate_texts(headline_loaded, [prompt.headline_prompt("")], n=min(40, args.n - i),
-                                    seed=SEED + 20_000 + i + (0 if marked else 1), watermark=green if marked else None)
+            heads += generate_texts(
+                headline_loaded,
+                [prompt.headline_prompt("")],
+                n=min(40, args.n - i),
+                seed=SEED + 20_000 + i + (0 if marked else 1),
+                watermark=green if marked else None,
+            )
         headline_texts = [h.text.strip() for h in heads]
-        bodies = generate_texts(article_loaded, [prompt.article_prompt(h) for h in headline_texts],
-                                seed=SEED + 30_000 + (0 if marked else 1), watermark=green if marked else None)
-        news = [h + "\n" + b.text.strip() for h, b in zip(headline_texts, bodies)]
+        bodies = generate_texts(
+            article_loaded,
+            [prompt.article_prompt(h) for h in headline_texts],
+            seed=SEED + 30_000 + (0 if marked else 1),
+            watermark=green if marked else None,
+        )
+        news = [h + "\n" + b.text.strip() for h, b in zip(headline_texts, bodies, strict=False)]
         if not marked:
             unmarked_news = news
         head_cell = rate_cell([detector.detect(h) for h in headline_texts], positive=marked)
@@ -809,24 +958,36 @@ def main(argv=None) -> None:
     # 2: human news --------------------------------------------------------------------------------------------------
     log(f"human news: {len(human)} articles and headlines")
     fpr["human_headlines"] = rate_cell([detector.detect(r["headline"]) for r in human], positive=False)
-    fpr["human_news"] = rate_cell([detector.detect(r["headline"] + "\n" + (cut(tokenizer, r["content"], 160) or r["content"]))
-                                   for r in human], positive=False)
+    fpr["human_news"] = rate_cell(
+        [detector.detect(r["headline"] + "\n" + (cut(tokenizer, r["content"], 160) or r["content"])) for r in human],
+        positive=False,
+    )
     fpr["human_articles_opening"], fpr["human_articles"] = {}, {}
     human_windows: dict[int, list[str]] = {}
     for length in LENGTHS:
         openings = [cut(tokenizer, r["content"], length) for r in human]
         kept = [c for c in openings if c is not None]
-        fpr["human_articles_opening"][str(length)] = rate_cell([detector.detect(c) for c in kept], len(openings) - len(kept), positive=False)
+        fpr["human_articles_opening"][str(length)] = rate_cell(
+            [detector.detect(c) for c in kept], len(openings) - len(kept), positive=False
+        )
         human_windows[length] = [w for r in human for w in windows(tokenizer, r["content"], length, args.windows)]
-        fpr["human_articles"][str(length)] = rate_cell([detector.detect(w) for w in human_windows[length]], positive=False)
+        fpr["human_articles"][str(length)] = rate_cell(
+            [detector.detect(w) for w in human_windows[length]], positive=False
+        )
     log("human FPR " + ", ".join(f"{k}: {v['fpr']} (n {v['n']})" for k, v in fpr["human_articles"].items()))
     log(f"FPR under {args.keys} more keys (unmarked generations) and {max(1, args.keys // 3)} (human windows)")
-    unmarked = {f"unwatermarked_{name}_{length}": [c for c in (cut(tokenizer, t, length) for t in generated[name]["plain"]) if c]
-                for name in models for length in LENGTHS}
+    unmarked = {
+        f"unwatermarked_{name}_{length}": [
+            c for c in (cut(tokenizer, t, length) for t in generated[name]["plain"]) if c
+        ]
+        for name in models
+        for length in LENGTHS
+    }
     unmarked["unwatermarked_news"] = unmarked_news
     fpr["across_keys"] = fpr_across_keys(unmarked, tokenizer, vocab, args.keys)
-    fpr["across_keys_human"] = fpr_across_keys({f"human_articles_{n}": human_windows[n] for n in LENGTHS},
-                                               tokenizer, vocab, max(1, args.keys // 3))
+    fpr["across_keys_human"] = fpr_across_keys(
+        {f"human_articles_{n}": human_windows[n] for n in LENGTHS}, tokenizer, vocab, max(1, args.keys // 3)
+    )
     save()
 
     # 3: robustness ----------------------------------------------------------------------------------------------------
@@ -853,8 +1014,12 @@ def main(argv=None) -> None:
         ps = [prompt.article_prompt(h) for h in prompts_for[name]]
         w = perplexity(fp32, tokenizer, ps, generated[name]["wm"], 200)
         p = perplexity(fp32, tokenizer, ps, generated[name]["plain"], 200)
-        cost["perplexity"][name] = {"bias": BIAS, "watermarked": w, "unwatermarked": p,
-                                    "relative_increase": round(w["perplexity"] / p["perplexity"] - 1, 4)}
+        cost["perplexity"][name] = {
+            "bias": BIAS,
+            "watermarked": w,
+            "unwatermarked": p,
+            "relative_increase": round(w["perplexity"] / p["perplexity"] - 1, 4),
+        }
         other = generated[name].get(f"wm_bias_{other_bias}")
         if other:
             o = perplexity(fp32, tokenizer, ps, other, 200)
@@ -862,7 +1027,12 @@ def main(argv=None) -> None:
             results["bias_sweep"][name]["relative_increase"] = round(o["perplexity"] / p["perplexity"] - 1, 4)
         if name == "sample_article":  # what the real articles score under it (it is a weak model)
             cost["perplexity"][name]["human_articles_first_200_tokens"] = perplexity(
-                fp32, tokenizer, [prompt.article_prompt(r["headline"]) for r in human], [r["content"] for r in human], 200)
+                fp32,
+                tokenizer,
+                [prompt.article_prompt(r["headline"]) for r in human],
+                [r["content"] for r in human],
+                200,
+            )
     results["cost"] = cost
     save()
 
@@ -873,31 +1043,50 @@ def main(argv=None) -> None:
     loaded = models["demo_article"][0]
     sprompts = [prompt.article_prompt(h) for h in prompts_for["demo_article"][: args.n_synthid]]
     with watermark_last():
-        stexts = [t.text for t in generate_texts(no_eos(loaded), sprompts, seed=SEED + 40_000, watermark=synth_fast,
-                                                 max_new_tokens=110)]
-    synthid: dict = {"settings": {**SYNTHID, "keys": f"{SYNTHID['depth']} fresh random keys", "sampling_table_seed": "fresh random",
-                                  "score": "unweighted mean g-value over unmasked n-grams (context-repetition and EOS masks) and "
-                                           "every depth; one-sided z against 0.5; threshold z >= 4 and >= 16 n-grams, as the green list",
-                                  "sampling_table_mean": round(float(synth.processor.sampling_table.float().mean()), 4),
-                                  "generation": "sampled texts with the g-values of the finite-probability candidates only "
-                                                "(bench-only, the same distribution: synthid_check); greedy and speed with the library processor"},
-                     "synthid_check": synthid_check(synthid_keys, table_seed, vocab),
-                     "tpr": {}, "fpr_human_articles": {}, "fpr_human_articles_opening": {}}
+        stexts = [
+            t.text
+            for t in generate_texts(
+                no_eos(loaded), sprompts, seed=SEED + 40_000, watermark=synth_fast, max_new_tokens=110
+            )
+        ]
+    synthid: dict = {
+        "settings": {
+            **SYNTHID,
+            "keys": f"{SYNTHID['depth']} fresh random keys",
+            "sampling_table_seed": "fresh random",
+            "score": "unweighted mean g-value over unmasked n-grams (context-repetition and EOS masks) and "
+            "every depth; one-sided z against 0.5; threshold z >= 4 and >= 16 n-grams, as the green list",
+            "sampling_table_mean": round(float(synth.processor.sampling_table.float().mean()), 4),
+            "generation": "sampled texts with the g-values of the finite-probability candidates only "
+            "(bench-only, the same distribution: synthid_check); greedy and speed with the library processor",
+        },
+        "synthid_check": synthid_check(synthid_keys, table_seed, vocab),
+        "tpr": {},
+        "fpr_human_articles": {},
+        "fpr_human_articles_opening": {},
+    }
     for length in (50, 100):
         kept = [c for c in (cut(tokenizer, t, length) for t in stexts) if c is not None]
         synthid["tpr"][str(length)] = synthid_cell([synth.score(tokenizer, c, eos) for c in kept], Z_THRESHOLD, True)
         synthid["tpr"][str(length)]["excluded_shorter_than_length"] = len(stexts) - len(kept)
-        synthid["fpr_human_articles"][str(length)] = synthid_cell([synth.score(tokenizer, w, eos) for w in human_windows[length]],
-                                                                  Z_THRESHOLD, False)
+        synthid["fpr_human_articles"][str(length)] = synthid_cell(
+            [synth.score(tokenizer, w, eos) for w in human_windows[length]], Z_THRESHOLD, False
+        )
         openings = [c for c in (cut(tokenizer, r["content"], length) for r in human) if c is not None]
-        synthid["fpr_human_articles_opening"][str(length)] = synthid_cell([synth.score(tokenizer, c, eos) for c in openings], Z_THRESHOLD, False)
+        synthid["fpr_human_articles_opening"][str(length)] = synthid_cell(
+            [synth.score(tokenizer, c, eos) for c in openings], Z_THRESHOLD, False
+        )
     plain_100 = [c for c in (cut(tokenizer, t, 100) for t in generated["demo_article"]["plain"][: args.n_synthid]) if c]
-    synthid["fpr_unwatermarked_demo_article_100"] = synthid_cell([synth.score(tokenizer, c, eos) for c in plain_100], Z_THRESHOLD, False)
+    synthid["fpr_unwatermarked_demo_article_100"] = synthid_cell(
+        [synth.score(tokenizer, c, eos) for c in plain_100], Z_THRESHOLD, False
+    )
     synthid["perplexity"] = perplexity(models["demo_article"][1], tokenizer, sprompts, stexts, 100)
-    synthid["perplexity_greenlist_same_prompts_100"] = perplexity(models["demo_article"][1], tokenizer, sprompts,
-                                                                  generated["demo_article"]["wm"][: args.n_synthid], 100)
-    synthid["perplexity_unwatermarked_same_prompts_100"] = perplexity(models["demo_article"][1], tokenizer, sprompts,
-                                                                      generated["demo_article"]["plain"][: args.n_synthid], 100)
+    synthid["perplexity_greenlist_same_prompts_100"] = perplexity(
+        models["demo_article"][1], tokenizer, sprompts, generated["demo_article"]["wm"][: args.n_synthid], 100
+    )
+    synthid["perplexity_unwatermarked_same_prompts_100"] = perplexity(
+        models["demo_article"][1], tokenizer, sprompts, generated["demo_article"]["plain"][: args.n_synthid], 100
+    )
     log("SynthID TPR " + ", ".join(f"{k}: {v['tpr']}" for k, v in synthid["tpr"].items()))
 
     # greedy decoding: both schemes, 100 tokens
@@ -906,8 +1095,18 @@ def main(argv=None) -> None:
     greedy = {}
     for label, wm in (("greenlist", green), ("synthid", synth)):
         with watermark_last() if wm is synth else contextlib.nullcontext():
-            texts = [t.text for t in generate_texts(no_eos(loaded), gprompts, seed=SEED, watermark=wm,
-                                                    batch=1 if wm is synth else 40, max_new_tokens=110, do_sample=False)]
+            texts = [
+                t.text
+                for t in generate_texts(
+                    no_eos(loaded),
+                    gprompts,
+                    seed=SEED,
+                    watermark=wm,
+                    batch=1 if wm is synth else 40,
+                    max_new_tokens=110,
+                    do_sample=False,
+                )
+            ]
         kept = [c for c in (cut(tokenizer, t, 100) for t in texts) if c is not None]
         if label == "greenlist":
             greedy[label] = rate_cell([detector.detect(c) for c in kept], len(texts) - len(kept))
@@ -930,26 +1129,35 @@ def main(argv=None) -> None:
             if threads == 1:
                 cost[key] = speed(distil, keyring, args.rounds, synthid_keys, table_seed)
             else:  # the green list only, bounded: another process may take a core at any time
-                cost[key] = speed(distil, keyring, min(args.rounds, 5), synthid_keys, table_seed, with_synthid=False,
-                                  deadline_s=45)
+                cost[key] = speed(
+                    distil, keyring, min(args.rounds, 5), synthid_keys, table_seed, with_synthid=False, deadline_s=45
+                )
                 cost[key]["contention_probe_after"] = contention_probe(distil, cores)
             cost[key]["torch_threads"] = threads
         torch.set_num_threads(1)
         cost["speed_distilgpt2_int8"]["settings"] = {
-            "new_tokens": 64, "rounds": args.rounds,
-            "order": "none, greenlist, synthid; reversed every other round", "ratio": "per round, watermarked / none tokens/s",
+            "new_tokens": 64,
+            "rounds": args.rounds,
+            "order": "none, greenlist, synthid; reversed every other round",
+            "ratio": "per round, watermarked / none tokens/s",
             "b1_greedy": "greedy, the served defaults' repetition penalty 1.1 and no repeated 3-grams",
             "b8_sampled": "8 rows, the served default sampling (T 0.8, top-k 50, top-p 0.95, penalty 1.1, no repeated 3-grams)",
             "weights": "random (speed does not depend on weights, but the green-list cache's hit rate does: random weights "
-                       "pick near-uniform tokens when sampling, see greenlist_cache)",
+            "pick near-uniform tokens when sampling, see greenlist_cache)",
             "threads": f"1; with {cores} threads too (speed_distilgpt2_int8_{cores}_threads, as served on this machine; green "
-                       "list only, at most 5 rounds, no new round after 45 s) unless another process holds a core "
-                       "(contention_probe): 2-thread OpenMP regions then wait for a descheduled thread and the figures "
-                       "measure that"}
-        step_ms = {"b1": 1000 / cost["speed_distilgpt2_int8"]["b1_greedy"]["tokens_per_s"]["none"]["median"],
-                   "b8": 8000 / cost["speed_distilgpt2_int8"]["b8_sampled"]["tokens_per_s"]["none"]["median"]}
+            "list only, at most 5 rounds, no new round after 45 s) unless another process holds a core "
+            "(contention_probe): 2-thread OpenMP regions then wait for a descheduled thread and the figures "
+            "measure that",
+        }
+        step_ms = {
+            "b1": 1000 / cost["speed_distilgpt2_int8"]["b1_greedy"]["tokens_per_s"]["none"]["median"],
+            "b8": 8000 / cost["speed_distilgpt2_int8"]["b8_sampled"]["tokens_per_s"]["none"]["median"],
+        }
     log("profile of GreenlistWatermark.__call__")
-    streams = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in generated["demo_article"]["wm"] + generated["sample_article"]["wm"]]
+    streams = [
+        tokenizer(t, add_special_tokens=False)["input_ids"]
+        for t in generated["demo_article"]["wm"] + generated["sample_article"]["wm"]
+    ]
     streams += [tokenizer(r["content"], add_special_tokens=False)["input_ids"][:400] for r in human]
     random.Random(SEED).shuffle(streams)
     cost["profile_greenlist_call"] = profile(keyring, vocab, streams, {k: round(v, 3) for k, v in step_ms.items()})
@@ -964,13 +1172,28 @@ def main(argv=None) -> None:
 
 def targets(results: dict) -> dict:
     fpr = results["fpr"]
-    human_fp = sum(c["false_positives"] for c in fpr["human_articles"].values()) + fpr["human_headlines"]["false_positives"]
+    human_fp = (
+        sum(c["false_positives"] for c in fpr["human_articles"].values()) + fpr["human_headlines"]["false_positives"]
+    )
     human_n = sum(c["n"] for c in fpr["human_articles"].values()) + fpr["human_headlines"]["n"]
     speed = results["cost"]["speed_distilgpt2_int8"]
     out = {
-        "fpr_human_all_cells": {"value": round(human_fp / human_n, 4), "n": human_n, "target": 0.01, "lower_is_better": True},
-        "slowdown_b1_greedy": {"value": speed["b1_greedy"]["slowdown"]["greenlist"]["median"], "target": 0.05, "lower_is_better": True},
-        "slowdown_b8_sampled": {"value": speed["b8_sampled"]["slowdown"]["greenlist"]["median"], "target": 0.05, "lower_is_better": True},
+        "fpr_human_all_cells": {
+            "value": round(human_fp / human_n, 4),
+            "n": human_n,
+            "target": 0.01,
+            "lower_is_better": True,
+        },
+        "slowdown_b1_greedy": {
+            "value": speed["b1_greedy"]["slowdown"]["greenlist"]["median"],
+            "target": 0.05,
+            "lower_is_better": True,
+        },
+        "slowdown_b8_sampled": {
+            "value": speed["b8_sampled"]["slowdown"]["greenlist"]["median"],
+            "target": 0.05,
+            "lower_is_better": True,
+        },
     }
     for item in out.values():
         item["met"] = item["value"] <= item["target"]
@@ -984,53 +1207,95 @@ def table(results: dict) -> str:
     tpr, fpr = results["tpr"], results["fpr"]
     lines = ["| text | " + " | ".join(f"{n} tokens" for n in LENGTHS) + " |", "|---|" + "---|" * len(LENGTHS)]
     bias, sweep = results["settings"]["bias"], results.get("bias_sweep", {})
-    for name, label in (("demo_article", "TPR, demo article model"), ("sample_article", "TPR, All-the-News article model")):
+    for name, label in (
+        ("demo_article", "TPR, demo article model"),
+        ("sample_article", "TPR, All-the-News article model"),
+    ):
         lines.append(f"| {label}, bias {bias} | " + " | ".join(pct(tpr[name][str(n)], "tpr") for n in LENGTHS) + " |")
         if name in sweep:
-            lines.append(f"| {label}, bias {sweep['bias']} | " + " | ".join(pct(sweep[name]["tpr"][str(n)], "tpr") for n in LENGTHS) + " |")
-    for name, label in (("unwatermarked_demo_article", "FPR, unwatermarked demo article"),
-                        ("unwatermarked_sample_article", "FPR, unwatermarked All-the-News article"),
-                        ("human_articles", "FPR, human articles (windows)"),
-                        ("human_articles_opening", "FPR, human articles (openings)")):
+            lines.append(
+                f"| {label}, bias {sweep['bias']} | "
+                + " | ".join(pct(sweep[name]["tpr"][str(n)], "tpr") for n in LENGTHS)
+                + " |"
+            )
+    for name, label in (
+        ("unwatermarked_demo_article", "FPR, unwatermarked demo article"),
+        ("unwatermarked_sample_article", "FPR, unwatermarked All-the-News article"),
+        ("human_articles", "FPR, human articles (windows)"),
+        ("human_articles_opening", "FPR, human articles (openings)"),
+    ):
         lines.append(f"| {label} | " + " | ".join(pct(fpr[name][str(n)], "fpr") for n in LENGTHS) + " |")
     ak, akh = fpr.get("across_keys", {}), fpr.get("across_keys_human", {})
     for name, label in (("demo_article", "demo article"), ("sample_article", "All-the-News article")):
         if f"unwatermarked_{name}_25" in ak:
-            lines.append(f"| FPR, unwatermarked {label}, pooled over {ak['keys']} other keys | "
-                         + " | ".join(pct(ak[f"unwatermarked_{name}_{n}"], "fpr") for n in LENGTHS) + " |")
+            lines.append(
+                f"| FPR, unwatermarked {label}, pooled over {ak['keys']} other keys | "
+                + " | ".join(pct(ak[f"unwatermarked_{name}_{n}"], "fpr") for n in LENGTHS)
+                + " |"
+            )
     if "human_articles_25" in akh:
-        lines.append(f"| FPR, human articles (windows), pooled over {akh['keys']} other keys | "
-                     + " | ".join(pct(akh[f"human_articles_{n}"], "fpr") for n in LENGTHS) + " |")
+        lines.append(
+            f"| FPR, human articles (windows), pooled over {akh['keys']} other keys | "
+            + " | ".join(pct(akh[f"human_articles_{n}"], "fpr") for n in LENGTHS)
+            + " |"
+        )
     for name in ("demo_article", "sample_article"):
         for attack_name, cells in results["robustness"][name].items():
-            lines.append(f"| TPR {name} after {attack_name.replace('_', ' ').replace('pct', ' %')} | – | – | "
-                         + " | ".join(pct(cells[str(n)], "tpr") for n in (100, 200)) + " |")
+            lines.append(
+                f"| TPR {name} after {attack_name.replace('_', ' ').replace('pct', ' %')} | – | – | "
+                + " | ".join(pct(cells[str(n)], "tpr") for n in (100, 200))
+                + " |"
+            )
     s = results["synthid"]
-    lines.append("| SynthID TPR, demo article model | – | " + " | ".join(pct(s["tpr"][str(n)], "tpr") for n in (50, 100)) + " | – |")
-    lines.append("| SynthID FPR, human articles (windows) | – | " + " | ".join(pct(s["fpr_human_articles"][str(n)], "fpr") for n in (50, 100)) + " | – |")
+    lines.append(
+        "| SynthID TPR, demo article model | – | "
+        + " | ".join(pct(s["tpr"][str(n)], "tpr") for n in (50, 100))
+        + " | – |"
+    )
+    lines.append(
+        "| SynthID FPR, human articles (windows) | – | "
+        + " | ".join(pct(s["fpr_human_articles"][str(n)], "fpr") for n in (50, 100))
+        + " | – |"
+    )
     lines += ["", "| whole texts | rate | too short | median tokens |", "|---|---|---|---|"]
-    for key, label, rate in (("headline", "TPR, generated headlines", "tpr"), ("news", "TPR, /v1/news items (headline + article)", "tpr")):
+    for key, label, rate in (
+        ("headline", "TPR, generated headlines", "tpr"),
+        ("news", "TPR, /v1/news items (headline + article)", "tpr"),
+    ):
         c = tpr[key]
         lines.append(f"| {label} | {pct(c, rate)} | {c['too_short']} | {c.get('tokens_median', '–')} |")
-    for key, label in (("unwatermarked_headline", "FPR, unwatermarked headlines"), ("unwatermarked_news", "FPR, unwatermarked news items"),
-                       ("human_headlines", "FPR, human headlines"), ("human_news", "FPR, human headline + 160 article tokens")):
+    for key, label in (
+        ("unwatermarked_headline", "FPR, unwatermarked headlines"),
+        ("unwatermarked_news", "FPR, unwatermarked news items"),
+        ("human_headlines", "FPR, human headlines"),
+        ("human_news", "FPR, human headline + 160 article tokens"),
+    ):
         c = fpr[key]
         lines.append(f"| {label} | {pct(c, 'fpr')} | {c['too_short']} | {c.get('tokens_median', '–')} |")
     if "unwatermarked_news" in ak:
         c = ak["unwatermarked_news"]
-        lines.append(f"| FPR, unwatermarked news items, pooled over {ak['keys']} other keys | {pct(c, 'fpr')} | {c['too_short']} | – |")
+        lines.append(
+            f"| FPR, unwatermarked news items, pooled over {ak['keys']} other keys | {pct(c, 'fpr')} | {c['too_short']} | – |"
+        )
     cost = results["cost"]
     lines += ["", "| cost | none | green list | SynthID |", "|---|---|---|---|"]
     for name in ("demo_article", "sample_article"):
         p = cost["perplexity"][name]
-        lines.append(f"| perplexity of 200-token generations, {name} (n {p['watermarked']['n']}), bias {bias} | "
-                     f"{p['unwatermarked']['perplexity']} | {p['watermarked']['perplexity']} (+{100 * p['relative_increase']:.1f} %) | – |")
+        lines.append(
+            f"| perplexity of 200-token generations, {name} (n {p['watermarked']['n']}), bias {bias} | "
+            f"{p['unwatermarked']['perplexity']} | {p['watermarked']['perplexity']} (+{100 * p['relative_increase']:.1f} %) | – |"
+        )
         if name in sweep and "perplexity" in sweep[name]:
-            lines.append(f"| … bias {sweep['bias']} | {p['unwatermarked']['perplexity']} | {sweep[name]['perplexity']['perplexity']} "
-                         f"(+{100 * sweep[name]['relative_increase']:.1f} %) | – |")
-    lines.append(f"| perplexity of 100-token generations, demo_article (n {s['perplexity']['n']}) | "
-                 f"{s['perplexity_unwatermarked_same_prompts_100']['perplexity']} | "
-                 f"{s['perplexity_greenlist_same_prompts_100']['perplexity']} | {s['perplexity']['perplexity']} |")
+            lines.append(
+                f"| … bias {sweep['bias']} | {p['unwatermarked']['perplexity']} | {sweep[name]['perplexity']['perplexity']} "
+                f"(+{100 * sweep[name]['relative_increase']:.1f} %) | – |"
+            )
+    lines.append(
+        f"| perplexity of 100-token generations, demo_article (n {s['perplexity']['n']}) | "
+        f"{s['perplexity_unwatermarked_same_prompts_100']['perplexity']} | "
+        f"{s['perplexity_greenlist_same_prompts_100']['perplexity']} | {s['perplexity']['perplexity']} |"
+    )
+
     def rate(t, sl, v):
         if v not in t:
             return "–"
@@ -1038,16 +1303,23 @@ def table(results: dict) -> str:
 
     for key in (k for k in cost if k.startswith("speed_")):
         if "stopped" in cost[key]:
-            lines.append(f"| tok/s distilgpt2 int8, {cost[key]['torch_threads']} threads: stopped {cost[key]['stopped']} | – | – | – |")
+            lines.append(
+                f"| tok/s distilgpt2 int8, {cost[key]['torch_threads']} threads: stopped {cost[key]['stopped']} | – | – | – |"
+            )
         for config, sp in ((k, v) for k, v in cost[key].items() if isinstance(v, dict) and "tokens_per_s" in v):
             t, sl = sp["tokens_per_s"], sp["slowdown"]
-            lines.append(f"| tok/s distilgpt2 int8 {config}, {cost[key]['torch_threads']} thread(s) (slowdown median, min…max of "
-                         f"{len(t['none']['runs'])} rounds) | {t['none']['median']:.0f} | {rate(t, sl, 'greenlist')} | {rate(t, sl, 'synthid')} |")
+            lines.append(
+                f"| tok/s distilgpt2 int8 {config}, {cost[key]['torch_threads']} thread(s) (slowdown median, min…max of "
+                f"{len(t['none']['runs'])} rounds) | {t['none']['median']:.0f} | {rate(t, sl, 'greenlist')} | {rate(t, sl, 'synthid')} |"
+            )
     m = results["machine"]
     st = results["settings"]
-    lines += ["", f"{m['cpu_model']}, {m['cpu_capability']}, {m['cores']} cores. Green list: bias {st['bias']}, {st['greenlist_placement']}; "
-              f"detected at z ≥ {st['z_threshold']} (SynthID: the same z on its mean g-value). Rates with n; 95 % Wilson "
-              f"intervals, z distributions and every setting in bench/watermark.json."]
+    lines += [
+        "",
+        f"{m['cpu_model']}, {m['cpu_capability']}, {m['cores']} cores. Green list: bias {st['bias']}, {st['greenlist_placement']}; "
+        f"detected at z ≥ {st['z_threshold']} (SynthID: the same z on its mean g-value). Rates with n; 95 % Wilson "
+        f"intervals, z distributions and every setting in bench/watermark.json.",
+    ]
     return "\n".join(lines)
 
 

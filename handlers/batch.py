@@ -10,7 +10,6 @@
 """
 
 import functools
-import os
 import time
 from urllib.parse import unquote_plus
 
@@ -56,14 +55,24 @@ def dispatch_handler(event: S3Event, context: LambdaContext) -> dict:
         if upload.key.endswith("/"):  # a "folder" made in the console
             continue
         try:
-            summary = batch.dispatch(s3.client(), upload, send, chunk_lines=settings.batch_chunk_lines,
-                                     chunk_tokens=settings.batch_chunk_tokens)
+            summary = batch.dispatch(
+                s3.client(),
+                upload,
+                send,
+                chunk_lines=settings.batch_chunk_lines,
+                chunk_tokens=settings.batch_chunk_tokens,
+            )
         except Exception:
             # Say so beside the input, then fail the invocation: Lambda retries it, then sends it to the
             # on-failure destination. A retry that succeeds replaces this summary.
             logger.exception("dispatch failed", extra={"key": upload.key})
-            batch.fail(s3.client(), upload, "internal_error", "the job could not be dispatched; it is retried "
-                       "automatically, and the operators were notified if retries fail")
+            batch.fail(
+                s3.client(),
+                upload,
+                "internal_error",
+                "the job could not be dispatched; it is retried "
+                "automatically, and the operators were notified if retries fail",
+            )
             raise
         if summary is None:
             continue
@@ -114,14 +123,18 @@ dead_letters = BatchProcessor(event_type=EventType.SQS)
 def record_dead_letter(record: SQSRecord) -> None:
     summary = batch.record_dead_letter(s3.client(), record.body, record.message_id, settings.results_bucket)
     metrics.add_metric(name="batch_chunks_dead", unit=MetricUnit.Count, value=1)
-    logger.error("chunk moved to the dead-letter queue", extra={"message_id": record.message_id,
-                                                                  "status": summary and summary["status"]})
+    logger.error(
+        "chunk moved to the dead-letter queue",
+        extra={"message_id": record.message_id, "status": summary and summary["status"]},
+    )
 
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def dead_letter_handler(event: dict, context: LambdaContext) -> dict:
-    return process_partial_response(event=event, record_handler=record_dead_letter, processor=dead_letters, context=context)
+    return process_partial_response(
+        event=event, record_handler=record_dead_letter, processor=dead_letters, context=context
+    )
 
 
 if settings.preload_models:  # set on the worker function only

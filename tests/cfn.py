@@ -11,7 +11,7 @@ def conditions(template: dict, params: dict) -> dict:
         return node
 
     def evaluate(node) -> bool:
-        (fn, args), = node.items()
+        ((fn, args),) = node.items()
         if fn == "Fn::Equals":
             return str(value(args[0])) == str(value(args[1]))
         if fn == "Fn::Not":

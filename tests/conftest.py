@@ -25,7 +25,9 @@ os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One watermark keyring for the session, made on first use as `make run` makes its own.
-os.environ.setdefault("WATERMARK_KEYS_FILE", os.path.join(tempfile.mkdtemp(prefix="newsgen-test-"), "watermark-keys.json"))
+os.environ.setdefault(
+    "WATERMARK_KEYS_FILE", os.path.join(tempfile.mkdtemp(prefix="newsgen-test-"), "watermark-keys.json")
+)
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +89,16 @@ def train_tiny(data: Path, output: Path, task: str, steps: int = 30, **overrides
     from training.train import TrainOptions, train
 
     options = TrainOptions(
-        task=task, data=data, output=output, max_steps=steps, eval_steps=10, save_steps=10,
-        logging_steps=5, batch_size=8, max_length=96 if task == "article" else 48, progress=False,
+        task=task,
+        data=data,
+        output=output,
+        max_steps=steps,
+        eval_steps=10,
+        save_steps=10,
+        logging_steps=5,
+        batch_size=8,
+        max_length=96 if task == "article" else 48,
+        progress=False,
     )
     for key, value in overrides.items():
         setattr(options, key, value)
@@ -113,7 +123,9 @@ def published(s3, bucket, headline_model, article_model) -> dict:
 
     versions = {}
     for task, path in (("headline", headline_model), ("article", article_model)):
-        versions[task] = publish_model(path, bucket=bucket, prefix="models", task=task, version="v1", progress=False).version
+        versions[task] = publish_model(
+            path, bucket=bucket, prefix="models", task=task, version="v1", progress=False
+        ).version
     return {"bucket": bucket, "prefix": "models", "versions": versions}
 
 
@@ -124,7 +136,9 @@ def service_for(tmp_path):
     from newsgen.settings import Settings
 
     def make(bucket: str, **settings) -> NewsService:
-        return NewsService(Settings(model_bucket=bucket, model_prefix="models", model_cache_dir=tmp_path / "cache", **settings))
+        return NewsService(
+            Settings(model_bucket=bucket, model_prefix="models", model_cache_dir=tmp_path / "cache", **settings)
+        )
 
     return make
 
@@ -230,7 +244,9 @@ class EchoService:
         from newsgen.schemas import GenerationResponse, ModelRef, Provenance
 
         ref = ModelRef(task=task, version="echo")
-        provenance = Provenance(models=[ref], parameters={}, seed=None, created_at="2026-01-01T00:00:00+00:00", watermark=None)
+        provenance = Provenance(
+            models=[ref], parameters={}, seed=None, created_at="2026-01-01T00:00:00+00:00", watermark=None
+        )
         return GenerationResponse(results=texts, model=ref, provenance=provenance)
 
     def headlines_many(self, prompts, n, params, deadline=None):

@@ -6,7 +6,9 @@ import json
 import uuid
 
 
-def api_event(method: str, path: str, body: object = None, *, raw: str | None = None, headers: dict | None = None) -> dict:
+def api_event(
+    method: str, path: str, body: object = None, *, raw: str | None = None, headers: dict | None = None
+) -> dict:
     text = raw if raw is not None else (None if body is None else json.dumps(body))
     headers = {"Content-Type": "application/json", **(headers or {})}
     return {

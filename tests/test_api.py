@@ -48,7 +48,12 @@ def test_same_seed_same_text(api):
 
 
 def test_articles_and_news(api):
-    status, body = call(api, "POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes", "parameters": {"max_new_tokens": 20}})
+    status, body = call(
+        api,
+        "POST",
+        "/v1/articles",
+        {"headline": "Parents in Westmere sue over night bus routes", "parameters": {"max_new_tokens": 20}},
+    )
     assert status == 200, body
     assert body["model"]["task"] == "article" and body["results"][0]["text"]
     status, body = call(api, "POST", "/v1/news", {"n": 2, "parameters": {"max_new_tokens": 20}})
@@ -98,8 +103,10 @@ def test_bad_requests_are_400_json(api, raw, fragment):
     assert "Traceback" not in json.dumps(body)
 
 
-@pytest.mark.parametrize("raw", ["[" * 10_000, '{"a":' * 2_500 + "1" + "}" * 2_500,
-                                 '{"parameters": {"stop": ' + "[" * 5_000 + "]" * 5_000 + "}}"])
+@pytest.mark.parametrize(
+    "raw",
+    ["[" * 10_000, '{"a":' * 2_500 + "1" + "}" * 2_500, '{"parameters": {"stop": ' + "[" * 5_000 + "]" * 5_000 + "}}"],
+)
 def test_deeply_nested_body_is_400_not_500(api, raw):
     status, body = call(api, "POST", "/v1/headlines", raw=raw)
     assert status == 400, body
@@ -133,14 +140,17 @@ def test_requests_the_model_cannot_serve_are_400(api):
 HEADLINE = "Parents in Westmere sue over night bus routes"
 
 
-@pytest.mark.parametrize("route, request_body, fragment", [
-    ("/v1/articles", {"headline": HEADLINE, "n": 8}, "the model's default"),  # 8 × 160 (generation_config)
-    ("/v1/headlines", {"parameters": {"num_beams": 8, "max_new_tokens": 130}}, "8 beams"),  # 8 beams × 130
-    ("/v1/news", {"n": 8}, "budget"),  # 8 × 32 headline tokens + 8 × 160 article tokens
-    ("/v1/news", {"n": 2, "parameters": {"num_beams": 4, "max_new_tokens": 100}}, "budget"),  # 4×100 + 2×4×100
-    # The article's prompt is the headline: up to 2 + 128 tokens, then 128 more, past the 256-token context.
-    ("/v1/news", {"prompt": "City council", "parameters": {"max_new_tokens": 128}}, "context"),
-])
+@pytest.mark.parametrize(
+    "route, request_body, fragment",
+    [
+        ("/v1/articles", {"headline": HEADLINE, "n": 8}, "the model's default"),  # 8 × 160 (generation_config)
+        ("/v1/headlines", {"parameters": {"num_beams": 8, "max_new_tokens": 130}}, "8 beams"),  # 8 beams × 130
+        ("/v1/news", {"n": 8}, "budget"),  # 8 × 32 headline tokens + 8 × 160 article tokens
+        ("/v1/news", {"n": 2, "parameters": {"num_beams": 4, "max_new_tokens": 100}}, "budget"),  # 4×100 + 2×4×100
+        # The article's prompt is the headline: up to 2 + 128 tokens, then 128 more, past the 256-token context.
+        ("/v1/news", {"prompt": "City council", "parameters": {"max_new_tokens": 128}}, "context"),
+    ],
+)
 def test_requests_past_the_budget_or_context_are_400_before_generating(api, monkeypatch, route, request_body, fragment):
     """The budget counts what runs: the model's default max_new_tokens when the request sets none, and every
     beam of a beam search."""
@@ -192,14 +202,22 @@ def test_body_over_the_limit_is_413(api):
 
 
 def test_curl_form_content_type_is_read_as_json(api):
-    status, body = call(api, "POST", "/v1/headlines", raw='{"n": 1}', headers={"Content-Type": "application/x-www-form-urlencoded"})
+    status, body = call(
+        api, "POST", "/v1/headlines", raw='{"n": 1}', headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert status == 200, body
 
 
 def test_time_budget_stops_generation_and_says_so(api):
     """A Lambda with almost no time left still answers, with what it had: finish_reason "time"."""
-    event = api_event("POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes",
-                                               "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0}})
+    event = api_event(
+        "POST",
+        "/v1/articles",
+        {
+            "headline": "Parents in Westmere sue over night bus routes",
+            "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0},
+        },
+    )
     margin_ms = api.service.settings.time_margin_ms
     response = api.lambda_handler(event, FakeContext(remaining_ms=margin_ms + 1))
     body = json.loads(response["body"])
@@ -232,8 +250,14 @@ def test_request_received_long_ago_stops_generation_early(api):
     took that long): generation must stop at once, not run its full length."""
     import time
 
-    event = api_event("POST", "/v1/articles", {"headline": "Parents in Westmere sue over night bus routes",
-                                               "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0}})
+    event = api_event(
+        "POST",
+        "/v1/articles",
+        {
+            "headline": "Parents in Westmere sue over night bus routes",
+            "parameters": {"max_new_tokens": 200, "do_sample": False, "no_repeat_ngram_size": 0},
+        },
+    )
     event["requestContext"]["requestTimeEpoch"] = int((time.time() - 28.5) * 1000)
     response = api.lambda_handler(event, FakeContext(remaining_ms=28_000))
     body = json.loads(response["body"])
@@ -243,8 +267,15 @@ def test_request_received_long_ago_stops_generation_early(api):
 
 
 def test_stop_sequences_cut_the_text(api):
-    status, body = call(api, "POST", "/v1/articles", {"headline": "City council approves a new ferry line",
-                                                       "parameters": {"stop": ["."], "max_new_tokens": 60, "seed": 2}})
+    status, body = call(
+        api,
+        "POST",
+        "/v1/articles",
+        {
+            "headline": "City council approves a new ferry line",
+            "parameters": {"stop": ["."], "max_new_tokens": 60, "seed": 2},
+        },
+    )
     assert status == 200
     result = body["results"][0]
     if result["finish_reason"] == "stop_sequence":
@@ -267,4 +298,6 @@ def test_openapi_file_is_in_sync_with_the_routes():
     from handlers import api as module
 
     committed = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
-    assert committed == json.loads(module.app.get_openapi_json_schema()), "run `make openapi` and commit docs/openapi.json"
+    assert committed == json.loads(module.app.get_openapi_json_schema()), (
+        "run `make openapi` and commit docs/openapi.json"
+    )

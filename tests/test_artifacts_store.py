@@ -20,7 +20,9 @@ def read(s3, bucket, key):
 
 
 def test_publish_writes_layout_manifest_and_latest(s3, bucket, headline_model):
-    manifest = publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    manifest = publish_model(
+        headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False
+    )
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]}
     assert "models/headline/LATEST" in keys
     assert read(s3, bucket, "models/headline/LATEST") == b"v1"
@@ -29,8 +31,11 @@ def test_publish_writes_layout_manifest_and_latest(s3, bucket, headline_model):
     names = {f.path for f in stored.files}
     assert {"config.json", "model.safetensors", "tokenizer.json", "generation_config.json", "README.md"} <= names
     assert not any(n.startswith("checkpoints/") or n.endswith(".bin") or n == "loss.png" for n in names)
-    assert {f"models/headline/v1/{n}" for n in names} | {"models/headline/v1/manifest.json", "models/headline/v1/claim.json",
-                                                        "models/headline/LATEST"} == keys
+    assert {f"models/headline/v1/{n}" for n in names} | {
+        "models/headline/v1/manifest.json",
+        "models/headline/v1/claim.json",
+        "models/headline/LATEST",
+    } == keys
     claim = json.loads(read(s3, bucket, "models/headline/v1/claim.json"))
     assert claim["files_sha256"] == artifacts.files_fingerprint(stored)
     assert stored.format_version == artifacts.FORMAT_VERSION and stored.task == "headline"
@@ -110,13 +115,16 @@ def test_racing_publishers_of_one_version_cannot_both_succeed(s3, bucket, headli
 
     def publish(model_dir):
         try:
-            outcomes.append(publish_model(model_dir, bucket=bucket, prefix="models", task="headline", version="v1",
-                                          progress=False))
-        except Exception as exc:  # noqa: BLE001 - the assertion below says which
+            outcomes.append(
+                publish_model(model_dir, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+            )
+        except Exception as exc:
             outcomes.append(exc)
 
-    copies = [shutil.copytree(headline_model, tmp_path / f"copy{i}", ignore=shutil.ignore_patterns("checkpoints"))
-              for i in range(2)]
+    copies = [
+        shutil.copytree(headline_model, tmp_path / f"copy{i}", ignore=shutil.ignore_patterns("checkpoints"))
+        for i in range(2)
+    ]
     threads = [threading.Thread(target=publish, args=(copy,)) for copy in copies]
     for thread in threads:
         thread.start()
@@ -177,16 +185,25 @@ def test_publish_refuses_pickle_weights(headline_model, tmp_path, s3, bucket):
 
 def test_manifest_of_unknown_format_or_unsafe_paths_is_refused():
     good = {
-        "format_version": 1, "task": "headline", "version": "v1", "base_model": "tiny", "special_tokens": {},
-        "files": [{"path": "model.safetensors", "size": 1, "sha256": "0" * 64}], "created_at": "now",
+        "format_version": 1,
+        "task": "headline",
+        "version": "v1",
+        "base_model": "tiny",
+        "special_tokens": {},
+        "files": [{"path": "model.safetensors", "size": 1, "sha256": "0" * 64}],
+        "created_at": "now",
     }
     assert artifacts.parse_manifest(json.dumps(good)).version == "v1"
     with pytest.raises(UnsupportedArtifact, match="format_version 2 is not supported"):
         artifacts.parse_manifest(json.dumps({**good, "format_version": 2}))
     with pytest.raises(UnsafeArtifact):
-        artifacts.parse_manifest(json.dumps({**good, "files": [{"path": "../etc/passwd", "size": 1, "sha256": "0" * 64}]}))
+        artifacts.parse_manifest(
+            json.dumps({**good, "files": [{"path": "../etc/passwd", "size": 1, "sha256": "0" * 64}]})
+        )
     with pytest.raises(UnsafeArtifact):
-        artifacts.parse_manifest(json.dumps({**good, "files": [{"path": "pytorch_model.bin", "size": 1, "sha256": "0" * 64}]}))
+        artifacts.parse_manifest(
+            json.dumps({**good, "files": [{"path": "pytorch_model.bin", "size": 1, "sha256": "0" * 64}]})
+        )
     with pytest.raises(UnsupportedArtifact, match="not valid JSON"):
         artifacts.parse_manifest(b"{nope")
 
@@ -225,7 +242,9 @@ def test_set_latest_rolls_back_only_to_published_versions(s3, bucket, headline_m
         artifacts.set_latest(s3, bucket=bucket, prefix="models", task="headline", version="v7")
 
 
-def test_two_stores_sharing_a_cache_download_the_same_version_at_once(s3, bucket, headline_model, tmp_path, monkeypatch):
+def test_two_stores_sharing_a_cache_download_the_same_version_at_once(
+    s3, bucket, headline_model, tmp_path, monkeypatch
+):
     """Two processes (or an init thread and a request) fetching one version into one cache: both serve it."""
     import threading
 
@@ -244,7 +263,7 @@ def test_two_stores_sharing_a_cache_download_the_same_version_at_once(s3, bucket
     def load():
         try:
             results.append(make_store(s3, bucket, tmp_path).get("headline", "v1"))
-        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+        except Exception as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=load) for _ in range(2)]
@@ -260,31 +279,48 @@ def test_two_stores_sharing_a_cache_download_the_same_version_at_once(s3, bucket
 def test_int8_export_publishes_and_serves_like_quantising_at_load(s3, bucket, headline_model, tmp_path, monkeypatch):
     """(Its size and load time against fp32 are measured by `make bench`: the tiny test model is mostly its
     tied embedding, which stays fp32.)"""
-    from newsgen import generation, prompt, store as store_module
+    from newsgen import generation, prompt
+    from newsgen import store as store_module
     from newsgen.schemas import GenerationParameters
 
     publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="fp32", progress=False)
-    manifest = publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="int8",
-                             export="int8", progress=False)
+    manifest = publish_model(
+        headline_model, bucket=bucket, prefix="models", task="headline", version="int8", export="int8", progress=False
+    )
     names = {f.path for f in manifest.files}
     assert manifest.export == "int8" and artifacts.INT8_WEIGHTS in names and "model.safetensors" not in names
     assert {"config.json", "tokenizer.json", "generation_config.json", "README.md"} <= names
     quantized = []
     real_optimize = store_module.optimize_for_cpu
-    monkeypatch.setattr(store_module, "optimize_for_cpu", lambda model, mode: quantized.append(mode) or real_optimize(model, mode))
+    monkeypatch.setattr(
+        store_module, "optimize_for_cpu", lambda model, mode: quantized.append(mode) or real_optimize(model, mode)
+    )
     store = make_store(s3, bucket, tmp_path)
     exported = store.get("headline", "int8")
     assert quantized == []  # loaded as published: no quantisation pass
     quantized_at_load = store.get("headline", "fp32")
     assert quantized == ["int8"]
     params = GenerationParameters(max_new_tokens=12, do_sample=False)
-    texts = [generation.generate(m, [prompt.headline_prompt("City")] * 2, params=params).results for m in (exported, quantized_at_load)]
+    texts = [
+        generation.generate(m, [prompt.headline_prompt("City")] * 2, params=params).results
+        for m in (exported, quantized_at_load)
+    ]
     assert [[r.text for r in rows] for rows in texts[0]] == [[r.text for r in rows] for rows in texts[1]]
 
 
 def test_unknown_export_is_refused_by_name():
-    raw = json.dumps({"format_version": artifacts.FORMAT_VERSION, "task": "headline", "version": "v1", "base_model": "x",
-                      "special_tokens": {}, "files": [], "export": "int4", "created_at": "2026-11-28T00:00:00+00:00"})
+    raw = json.dumps(
+        {
+            "format_version": artifacts.FORMAT_VERSION,
+            "task": "headline",
+            "version": "v1",
+            "base_model": "x",
+            "special_tokens": {},
+            "files": [],
+            "export": "int4",
+            "created_at": "2026-11-28T00:00:00+00:00",
+        }
+    )
     with pytest.raises(UnsupportedArtifact, match="export 'int4' is not one this build loads"):
         artifacts.parse_manifest(raw)
 
@@ -293,7 +329,9 @@ BAD_NAMES = ["../x", "../../../../tmp/evil", "a/b", ".hidden", "", "v1 ", "x" * 
 
 
 @pytest.mark.parametrize("version", BAD_NAMES)
-def test_a_pinned_version_is_checked_like_a_latest_one_before_s3_is_asked(s3, bucket, headline_model, tmp_path, version):
+def test_a_pinned_version_is_checked_like_a_latest_one_before_s3_is_asked(
+    s3, bucket, headline_model, tmp_path, version
+):
     """The name becomes an S3 key and a directory under the cache: one that is not a version name is refused
     as LATEST naming it would be, without a request to S3 and without a file written."""
     publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
@@ -318,7 +356,9 @@ def test_latest_naming_something_that_is_not_a_version_is_refused_alike(s3, buck
 
 
 @pytest.mark.parametrize("copied_from", ["models/article/v1/manifest.json", "models/headline/v1/manifest.json"])
-def test_a_pinned_version_whose_manifest_describes_another_is_refused(s3, bucket, headline_model, article_model, tmp_path, copied_from):
+def test_a_pinned_version_whose_manifest_describes_another_is_refused(
+    s3, bucket, headline_model, article_model, tmp_path, copied_from
+):
     """A manifest copied under another task's or version's name is not served as that one."""
     for task, model in (("headline", headline_model), ("article", article_model)):
         publish_model(model, bucket=bucket, prefix="models", task=task, version="v1", progress=False)
@@ -329,8 +369,17 @@ def test_a_pinned_version_whose_manifest_describes_another_is_refused(s3, bucket
 
 
 def test_a_manifest_must_name_a_version():
-    raw = json.dumps({"format_version": artifacts.FORMAT_VERSION, "task": "headline", "version": "../x", "base_model": "x",
-                      "special_tokens": {}, "files": [], "created_at": "2026-11-28T00:00:00+00:00"})
+    raw = json.dumps(
+        {
+            "format_version": artifacts.FORMAT_VERSION,
+            "task": "headline",
+            "version": "../x",
+            "base_model": "x",
+            "special_tokens": {},
+            "files": [],
+            "created_at": "2026-11-28T00:00:00+00:00",
+        }
+    )
     with pytest.raises(UnsupportedArtifact, match="version"):
         artifacts.parse_manifest(raw)
 

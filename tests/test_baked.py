@@ -7,8 +7,8 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import ROOT
+
 from newsgen import s3 as s3_module
 from newsgen.errors import ModelUnavailable
 from newsgen.schemas import ArticleRequest, HeadlineRequest
@@ -39,7 +39,9 @@ def test_service_reads_a_mirror_without_s3(mirrored, service_for, monkeypatch):
     monkeypatch.setattr(s3_module, "client", lambda *a, **k: pytest.fail("the mirror must not touch S3"))
     service = service_for(f"file://{dest}")
     headline = service.headlines(HeadlineRequest(n=1, parameters={"max_new_tokens": 6, "do_sample": False}))
-    article = service.articles(ArticleRequest(headline="Harbor town votes on a new ferry", parameters={"max_new_tokens": 6}))
+    article = service.articles(
+        ArticleRequest(headline="Harbor town votes on a new ferry", parameters={"max_new_tokens": 6})
+    )
     assert headline.results[0].generated_tokens >= 1 and article.results[0].generated_tokens >= 1
     assert headline.model.version == versions["headline"]
 
@@ -68,13 +70,45 @@ def test_local_bucket_refuses_keys_outside_it(tmp_path):
 
 def test_mirror_cli(published, s3_endpoint, tmp_path):
     env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
-    out = subprocess.run([sys.executable, "-m", "training", "mirror", "--bucket", published["bucket"], "--output",
-                          str(tmp_path / "baked"), "--headline-version", published["versions"]["headline"]],
-                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "mirror",
+            "--bucket",
+            published["bucket"],
+            "--output",
+            str(tmp_path / "baked"),
+            "--headline-version",
+            published["versions"]["headline"],
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["versions"]["headline"] == published["versions"]["headline"]
-    missing = subprocess.run([sys.executable, "-m", "training", "mirror", "--bucket", published["bucket"], "--output",
-                              str(tmp_path / "b2"), "--headline-version", "no-such-version"],
-                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "mirror",
+            "--bucket",
+            published["bucket"],
+            "--output",
+            str(tmp_path / "b2"),
+            "--headline-version",
+            "no-such-version",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert missing.returncode == 2 and "headline version no-such-version is not published" in missing.stderr
     assert "Traceback" not in missing.stderr

@@ -13,7 +13,7 @@ def test_thousand_lines_with_one_percent_malformed(pipeline):
         260: b'{"id": "bad-n", "task": "headline", "n": 0}',
         333: b'{"id": "unknown-field", "task": "headline", "colour": "red"}',
         480: b'{"id": "no-headline", "task": "article"}',
-        555: b'[1, 2, 3]',
+        555: b"[1, 2, 3]",
         640: b'{"id": "bad-temp", "task": "headline", "parameters": {"temperature": -1}}',
         777: b'{"id": "bad-bytes", "task": "headline", "prompt": "caf\xe9"}',
         888: b'{"id": "too-long", "task": "article", "headline": "' + b"x " * 490 + b'"}',
@@ -25,9 +25,20 @@ def test_thousand_lines_with_one_percent_malformed(pipeline):
         if i in malformed:
             lines.append(malformed[i])
         elif i % 50 == 0:
-            lines.append(json.dumps({"id": f"a{i}", "task": "article", "headline": f"Parents in Westmere sue over bus route {i}", "parameters": cheap}).encode())
+            lines.append(
+                json.dumps(
+                    {
+                        "id": f"a{i}",
+                        "task": "article",
+                        "headline": f"Parents in Westmere sue over bus route {i}",
+                        "parameters": cheap,
+                    }
+                ).encode()
+            )
         else:
-            lines.append(json.dumps({"id": f"h{i}", "task": "headline", "prompt": "City council", "parameters": cheap}).encode())
+            lines.append(
+                json.dumps({"id": f"h{i}", "task": "headline", "prompt": "City council", "parameters": cheap}).encode()
+            )
     out = pipeline.run("thousand.jsonl", b"\n".join(lines) + b"\n")
     summary, entries = out["summary"], out["lines"]
     assert len(entries) == 1000
@@ -49,11 +60,11 @@ def test_thousand_lines_with_one_percent_malformed(pipeline):
 
 def test_csv_input(pipeline):
     body = (
-        "id,task,prompt,headline,n,parameters\n"
-        '1,headline,Mayor,,2,"{""max_new_tokens"": 4, ""seed"": 5}"\n'
-        '2,article,,Town votes on the harbor ferry,1,"{""max_new_tokens"": 4}"\n'
-        "3,news,,,1,{not json}\n"
-    ).encode()
+        b"id,task,prompt,headline,n,parameters\n"
+        b'1,headline,Mayor,,2,"{""max_new_tokens"": 4, ""seed"": 5}"\n'
+        b'2,article,,Town votes on the harbor ferry,1,"{""max_new_tokens"": 4}"\n'
+        b"3,news,,,1,{not json}\n"
+    )
     out = pipeline.run("small.csv", body)
     assert out["summary"]["lines"] == 3 and out["summary"]["results"] == 2 and out["summary"]["errors"] == 1
     first, second, third = out["lines"]
@@ -64,10 +75,15 @@ def test_csv_input(pipeline):
 
 
 def test_redelivered_message_does_not_duplicate(pipeline, s3, sqs):
-    lines = b"\n".join(json.dumps({"id": i, "task": "headline", "parameters": {"max_new_tokens": 3}}).encode() for i in range(5))
+    lines = b"\n".join(
+        json.dumps({"id": i, "task": "headline", "parameters": {"max_new_tokens": 3}}).encode() for i in range(5)
+    )
     sent = []
     original = batch.send_chunks
-    pipeline.handlers.batch.send_chunks = lambda sqs_, url, messages: (sent.extend(messages), original(sqs_, url, messages))
+    pipeline.handlers.batch.send_chunks = lambda sqs_, url, messages: (
+        sent.extend(messages),
+        original(sqs_, url, messages),
+    )
     try:
         first = pipeline.run("twice.jsonl", lines)
     finally:
@@ -81,10 +97,15 @@ def test_redelivered_message_does_not_duplicate(pipeline, s3, sqs):
 
 def test_poison_message_goes_to_the_dlq_and_others_still_run(pipeline, sqs, s3):
     sqs.send_message(QueueUrl=pipeline.queue_url, MessageBody="this is not a chunk message")
-    out = pipeline.run("alongside.jsonl", json.dumps({"id": "ok", "task": "headline", "parameters": {"max_new_tokens": 3}}).encode())
+    out = pipeline.run(
+        "alongside.jsonl", json.dumps({"id": "ok", "task": "headline", "parameters": {"max_new_tokens": 3}}).encode()
+    )
     assert out["summary"]["results"] == 1
     assert not sqs.receive_message(QueueUrl=pipeline.queue_url).get("Messages")
-    kept = [o["Key"] for o in s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="batch/work/dead/_unreadable/").get("Contents", [])]
+    kept = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=pipeline.bucket, Prefix="batch/work/dead/_unreadable/").get("Contents", [])
+    ]
     assert len(kept) == 1  # the recorder kept the unreadable message instead of dropping it
     body = json.loads(s3.get_object(Bucket=pipeline.bucket, Key=kept[0])["Body"].read())
     assert body["body"] == "this is not a chunk message"
@@ -101,7 +122,10 @@ def test_blank_lines_each_get_an_output_line(pipeline):
     out = pipeline.run("empty.jsonl", b"\n\n")
     assert out["summary"]["status"] == "complete"
     assert out["summary"]["lines"] == 2 and out["summary"]["skipped"] == 2 and out["summary"]["errors"] == 0
-    assert out["lines"] == [{"id": None, "line": 1, "skipped": "blank line"}, {"id": None, "line": 2, "skipped": "blank line"}]
+    assert out["lines"] == [
+        {"id": None, "line": 1, "skipped": "blank line"},
+        {"id": None, "line": 2, "skipped": "blank line"},
+    ]
 
 
 def test_an_empty_file_is_a_complete_job_of_no_lines(pipeline):
@@ -114,7 +138,9 @@ def test_a_chunk_without_time_left_is_never_stored_as_results(pipeline, monkeypa
     texts as results (finish_reason "time"). Now such a chunk is retried, then reported as failed."""
     service = pipeline.handlers.service()
     monkeypatch.setattr(service, "_budget", lambda deadline, share=1.0: 0.0)  # no time left for generation
-    body = b"\n".join(json.dumps({"id": i, "task": "headline", "parameters": {"max_new_tokens": 20}}).encode() for i in range(2))
+    body = b"\n".join(
+        json.dumps({"id": i, "task": "headline", "parameters": {"max_new_tokens": 20}}).encode() for i in range(2)
+    )
     out = pipeline.run("late.jsonl", body)
     assert out["summary"]["status"] == "partial" and out["summary"]["results"] == 0
     assert out["summary"]["failed_lines"] == [[1, 2]]

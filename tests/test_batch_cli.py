@@ -17,8 +17,20 @@ def running(echo_pipeline, s3_endpoint):
 
 
 def submit(pipeline, endpoint, path, tmp_path):
-    cli.main(["--endpoint", endpoint, "--bucket", pipeline.bucket, "submit", str(path), "--timeout", "60",
-              "--output-dir", str(tmp_path / "out")])
+    cli.main(
+        [
+            "--endpoint",
+            endpoint,
+            "--bucket",
+            pipeline.bucket,
+            "submit",
+            str(path),
+            "--timeout",
+            "60",
+            "--output-dir",
+            str(tmp_path / "out"),
+        ]
+    )
 
 
 def test_results_are_named_after_the_whole_input_name(running, s3_endpoint, tmp_path, capsys):
@@ -57,8 +69,19 @@ def test_redrive_sends_dead_chunks_back(echo_pipeline, s3_endpoint, capsys):
     out = echo_pipeline.run("dead.jsonl", json.dumps({"task": "headline"}).encode())
     assert out["summary"]["status"] == "partial"
     echo_pipeline.handlers.service = lambda: EchoService()
-    cli.main(["--endpoint", s3_endpoint, "--bucket", echo_pipeline.bucket, "redrive", "--job", out["summary"]["job"],
-              "--queue-url", echo_pipeline.queue_url])
+    cli.main(
+        [
+            "--endpoint",
+            s3_endpoint,
+            "--bucket",
+            echo_pipeline.bucket,
+            "redrive",
+            "--job",
+            out["summary"]["job"],
+            "--queue-url",
+            echo_pipeline.queue_url,
+        ]
+    )
     assert "sent 1 dead chunk(s)" in capsys.readouterr().out
     echo_pipeline.drain()
     assert echo_pipeline.output("dead.jsonl")["summary"]["status"] == "complete"

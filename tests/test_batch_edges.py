@@ -49,12 +49,15 @@ def test_a_line_with_every_line_breaking_character_stays_one_line():
 
 # --- one line fails only itself -------------------------------------------------------------------------
 def test_line_separators_in_prompts_ids_and_generated_text(echo_pipeline):
-    body = jsonl(
-        {"id": "lit\u2028sep", "task": "headline", "prompt": "Harbor\u2028ferry\u2029line\u0085news"},
-        {"id": 2, "task": "article", "headline": "Storm\u2028closes the bridge"},
-    ) + b'{"id": "\\u2028escaped", "task": "headline", "prompt": "A\\u2028B"}\n' + \
-        b'{"id": "\\ud800", "task": "headline", "prompt": "lone surrogate id"}\n' + \
-        b'{"id": "ok", "task": "news", "prompt": "Council"}\n'
+    body = (
+        jsonl(
+            {"id": "lit\u2028sep", "task": "headline", "prompt": "Harbor\u2028ferry\u2029line\u0085news"},
+            {"id": 2, "task": "article", "headline": "Storm\u2028closes the bridge"},
+        )
+        + b'{"id": "\\u2028escaped", "task": "headline", "prompt": "A\\u2028B"}\n'
+        + b'{"id": "\\ud800", "task": "headline", "prompt": "lone surrogate id"}\n'
+        + b'{"id": "ok", "task": "news", "prompt": "Council"}\n'
+    )
     out = echo_pipeline.run("separators.jsonl", body)
     assert out["summary"]["status"] == "complete", out["summary"]
     assert [e["line"] for e in out["lines"]] == [1, 2, 3, 4, 5]
@@ -84,7 +87,7 @@ def test_hostile_lines_fail_alone(echo_pipeline):
     assert out["summary"]["status"] == "complete" and len(lines) == len(hostile) + 2 == out["summary"]["lines"]
     assert [e["line"] for e in lines] == list(range(1, len(hostile) + 3))
     assert "result" in lines[0] and "result" in lines[-1]
-    by_kind = dict(zip(hostile, lines[1:-1]))
+    by_kind = dict(zip(hostile, lines[1:-1], strict=False))
     assert by_kind["CR inside"]["result"]["results"][0]["text"] == "Mayor · echo"  # a CR is JSON whitespace
     for kind, entry in by_kind.items():
         if kind != "CR inside":
@@ -110,7 +113,7 @@ def test_spreadsheet_csv(echo_pipeline):
         f"{long_id},headline,Harbor,,,\r\n"
         ",,,,,\r\n"
         '4,news,"Caf\u00e9 owners",,1,\r\n'
-    ).encode("utf-8")
+    ).encode()
     out = echo_pipeline.run("sheet.csv", body)
     assert out["summary"]["status"] == "complete", out["summary"]
     lines = out["lines"]
@@ -181,8 +184,13 @@ def test_caps_on_lines_and_bytes(echo_pipeline, monkeypatch):
 
 def test_chunks_are_cut_by_the_tokens_they_may_generate(echo_pipeline, monkeypatch):
     monkeypatch.setattr(echo_pipeline.handlers.settings, "batch_chunk_tokens", 1100)
-    body = jsonl(*[{"id": i, "task": "headline", "n": 4, "parameters": {"max_new_tokens": 256, "do_sample": True}}
-                   for i in range(3)], {"id": 3, "task": "headline", "parameters": {"max_new_tokens": 8}})
+    body = jsonl(
+        *[
+            {"id": i, "task": "headline", "n": 4, "parameters": {"max_new_tokens": 256, "do_sample": True}}
+            for i in range(3)
+        ],
+        {"id": 3, "task": "headline", "parameters": {"max_new_tokens": 8}},
+    )
     out = echo_pipeline.run("costly.jsonl", body)
     assert out["summary"]["chunks"] == 3 and out["summary"]["status"] == "complete"  # 1024 tokens a line
     assert [e["id"] for e in out["lines"]] == [0, 1, 2, 3]
@@ -192,7 +200,11 @@ def test_chunks_are_cut_by_the_tokens_they_may_generate(echo_pipeline, monkeypat
 def test_overlapping_names_have_their_own_outputs(echo_pipeline):
     names = {"x.jsonl": "jsonl x", "x.csv": "csv x", "a.jsonl": "a", "a/b.jsonl": "a/b", "a.jsonl/b.jsonl": "dir"}
     for name, prompt in names.items():
-        body = f"task,prompt\nheadline,{prompt}\n".encode() if name.endswith(".csv") else jsonl({"task": "headline", "prompt": prompt})
+        body = (
+            f"task,prompt\nheadline,{prompt}\n".encode()
+            if name.endswith(".csv")
+            else jsonl({"task": "headline", "prompt": prompt})
+        )
         echo_pipeline.upload(name, body)
     echo_pipeline.drain()
     for name, prompt in names.items():
@@ -205,7 +217,9 @@ def test_a_long_key_is_ordinary_input(echo_pipeline):
     name = "deep/" * 150 + "é" * 120 + ".jsonl"  # 1,000+ bytes: the output key would pass S3's 1,024
     out = echo_pipeline.run(name, jsonl({"task": "headline", "prompt": "Mayor"}))
     assert out["summary"]["status"] == "complete" and out["summary"]["input"]["key"] == f"batch/in/{name}"
-    assert len(batch.results_key(name).encode()) <= 1024 and out["summary"]["results_file"].endswith(batch.results_key(name))
+    assert len(batch.results_key(name).encode()) <= 1024 and out["summary"]["results_file"].endswith(
+        batch.results_key(name)
+    )
 
 
 def test_a_reupload_replaces_a_running_job_and_the_old_workers_write_nothing(echo_pipeline, s3, sqs):
@@ -223,10 +237,14 @@ def test_a_superseded_job_that_finishes_last_leaves_the_newer_output(echo_pipeli
     key = "batch/in/same.jsonl"
     s3.put_object(Bucket=echo_pipeline.bucket, Key=key, Body=body)
     etag = s3.head_object(Bucket=echo_pipeline.bucket, Key=key)["ETag"].strip('"')
-    old, new = (Upload(bucket=echo_pipeline.bucket, key=key, etag=etag, sequencer=s, size=len(body)) for s in ("0A", "0B"))
+    old, new = (
+        Upload(bucket=echo_pipeline.bucket, key=key, etag=etag, sequencer=s, size=len(body)) for s in ("0A", "0B")
+    )
     sent: dict[str, list] = {}
     for upload in (old, new):
-        batch.dispatch(s3, upload, lambda messages, u=upload: sent.setdefault(u.job, messages), chunk_lines=50, chunk_tokens=16384)
+        batch.dispatch(
+            s3, upload, lambda messages, u=upload: sent.setdefault(u.job, messages), chunk_lines=50, chunk_tokens=16384
+        )
     from conftest import EchoService
 
     service = EchoService()
@@ -235,7 +253,12 @@ def test_a_superseded_job_that_finishes_last_leaves_the_newer_output(echo_pipeli
     summary = json.loads(s3.get_object(Bucket=echo_pipeline.bucket, Key=batch.summary_key("same.jsonl"))["Body"].read())
     assert summary["job"] == new.job and summary["input"]["sequencer"] == "0B"
     # An older event delivered after the newer one is not dispatched at all.
-    assert batch.dispatch(s3, old, lambda m: pytest.fail("superseded upload dispatched"), chunk_lines=50, chunk_tokens=16384) is None
+    assert (
+        batch.dispatch(
+            s3, old, lambda m: pytest.fail("superseded upload dispatched"), chunk_lines=50, chunk_tokens=16384
+        )
+        is None
+    )
 
 
 def test_an_input_deleted_mid_run_fails_the_job(echo_pipeline, s3):
@@ -258,14 +281,16 @@ def test_a_chunk_that_runs_out_of_time_is_retried_then_reported_never_stored_as_
     assert slow.calls == 2  # two attempts (the queue's maxReceiveCount), then the dead-letter queue
     assert summary["status"] == "partial" and summary["chunks_failed"] == 1
     assert summary["failed_lines"] == [[1, 1], [3, 3]] and summary["results"] == 0
-    a, b, c = out["lines"]
+    a, b, _c = out["lines"]
     assert a["error"]["error_type"] == "chunk_failed" and "time" in a["error"]["error"]
     assert b["error"]["error_type"] == "validation_error"  # its own problem, not the chunk's
     # The cause is fixed; the dead chunk is redriven and the job completes.
     echo_pipeline.handlers.service = lambda: EchoService()
     import boto3
 
-    sent = batch.redrive(s3, echo_pipeline.bucket, lambda m: batch.send_chunks(boto3.client("sqs"), echo_pipeline.queue_url, m))
+    sent = batch.redrive(
+        s3, echo_pipeline.bucket, lambda m: batch.send_chunks(boto3.client("sqs"), echo_pipeline.queue_url, m)
+    )
     assert sent == 1
     echo_pipeline.drain()
     again = echo_pipeline.output("slow.jsonl")
@@ -282,31 +307,41 @@ def test_a_dispatcher_crash_is_answered_and_raised_for_the_retry(echo_pipeline, 
     with pytest.raises(RuntimeError):
         echo_pipeline.s3_trigger.poll_once()
     summary = echo_pipeline.output("crash.jsonl")["summary"]
-    assert summary["status"] == "failed" and summary["error_type"] == "internal_error" and "boom" not in summary["reason"]
+    assert (
+        summary["status"] == "failed" and summary["error_type"] == "internal_error" and "boom" not in summary["reason"]
+    )
 
 
 # --- the property: arbitrary prompts and ids round-trip ---------------------------------------------------
 printable_or_not = st.text(alphabet=st.characters(codec=None, categories=None), max_size=40)
 
 
-@given(st.lists(st.tuples(printable_or_not | st.integers(min_value=-(2**53), max_value=2**53), printable_or_not),
-                min_size=1, max_size=8),
-       st.sampled_from([True, False]))
+@given(
+    st.lists(
+        st.tuples(printable_or_not | st.integers(min_value=-(2**53), max_value=2**53), printable_or_not),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([True, False]),
+)
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_any_ids_and_prompts_round_trip_through_chunking_processing_and_assembly(echo_pipeline, rows, ascii_only):
-    from newsgen.schemas import HeadlineRequest
     from pydantic import ValidationError
+
+    from newsgen.schemas import HeadlineRequest
 
     body = b""
     for request_id, prompt in rows:
         has_surrogate = any("\ud800" <= ch <= "\udfff" for ch in f"{request_id}{prompt}")
-        text = json.dumps({"id": request_id, "task": "headline", "prompt": prompt}, ensure_ascii=ascii_only or has_surrogate)
+        text = json.dumps(
+            {"id": request_id, "task": "headline", "prompt": prompt}, ensure_ascii=ascii_only or has_surrogate
+        )
         body += text.encode() + b"\n"
     echo_pipeline.handlers.settings.batch_chunk_lines = 3
     out = echo_pipeline.run("property.jsonl", body)
     assert out["summary"]["status"] == "complete" and out["summary"]["lines"] == len(rows)
     assert [e["line"] for e in out["lines"]] == list(range(1, len(rows) + 1))
-    for (request_id, prompt), entry in zip(rows, out["lines"]):
+    for (request_id, prompt), entry in zip(rows, out["lines"], strict=False):
         try:
             HeadlineRequest(prompt=prompt)
             valid = True

@@ -7,7 +7,9 @@ from conftest import ROOT
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_missing_input_file(tmp_path):
@@ -39,8 +41,25 @@ def test_set_latest_rolls_back_and_names_what_it_replaced(s3, s3_endpoint, bucke
     env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
 
     def set_latest(version):
-        return subprocess.run([sys.executable, "-m", "training", "set-latest", "--bucket", bucket, "--task", "headline",
-                               "--version", version], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training",
+                "set-latest",
+                "--bucket",
+                bucket,
+                "--task",
+                "headline",
+                "--version",
+                version,
+            ],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
     result = set_latest("v1")
     assert result.returncode == 0, result.stderr

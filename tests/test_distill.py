@@ -16,8 +16,17 @@ from training.train import TrainError, TrainOptions, train
 
 STEPS = 12  # the same for teacher, distilled student and student alone; one evaluation, at the end
 RUN = dict(
-    task="headline", max_steps=STEPS, warmup_steps=2, eval_steps=STEPS, save_steps=STEPS, logging_steps=4,
-    batch_size=8, max_length=48, learning_rate=1e-3, seed=0, progress=False,
+    task="headline",
+    max_steps=STEPS,
+    warmup_steps=2,
+    eval_steps=STEPS,
+    save_steps=STEPS,
+    logging_steps=4,
+    batch_size=8,
+    max_length=48,
+    learning_rate=1e-3,
+    seed=0,
+    progress=False,
 )
 
 
@@ -72,21 +81,32 @@ def test_loss_counts_only_labelled_positions(tokenizer, tmp_path):
     labels[1, 8:] = -100  # right padding
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels}
 
-    ce_only = distillation_loss(student, teacher, batch, tmp_path, alpha=0.0, beta=1.0, temperature=2.0, cosine_weight=0.0)
+    ce_only = distillation_loss(
+        student, teacher, batch, tmp_path, alpha=0.0, beta=1.0, temperature=2.0, cosine_weight=0.0
+    )
     assert ce_only.item() == pytest.approx(student(**batch).loss.item(), rel=1e-5)  # HF's masked, shifted CE
 
     t = 2.0
-    kd_only = distillation_loss(student, teacher, batch, tmp_path, alpha=1.0, beta=0.0, temperature=t, cosine_weight=0.0)
+    kd_only = distillation_loss(
+        student, teacher, batch, tmp_path, alpha=1.0, beta=0.0, temperature=t, cosine_weight=0.0
+    )
     with torch.no_grad():
         s_logits, t_logits = student(input_ids).logits, teacher(input_ids).logits
     terms = [
-        torch.sum(torch.softmax(t_logits[b, i] / t, -1) * (torch.log_softmax(t_logits[b, i] / t, -1) - torch.log_softmax(s_logits[b, i] / t, -1)))
-        for b in range(2) for i in range(9) if labels[b, i + 1] != -100
+        torch.sum(
+            torch.softmax(t_logits[b, i] / t, -1)
+            * (torch.log_softmax(t_logits[b, i] / t, -1) - torch.log_softmax(s_logits[b, i] / t, -1))
+        )
+        for b in range(2)
+        for i in range(9)
+        if labels[b, i + 1] != -100
     ]
     assert len(terms) == 4 + 7
     assert kd_only.item() == pytest.approx((sum(terms) / len(terms) * t * t).item(), rel=1e-4)
 
-    itself = distillation_loss(student, copy.deepcopy(student).eval(), batch, tmp_path, alpha=1.0, beta=0.0, temperature=t, cosine_weight=1.0)
+    itself = distillation_loss(
+        student, copy.deepcopy(student).eval(), batch, tmp_path, alpha=1.0, beta=0.0, temperature=t, cosine_weight=1.0
+    )
     assert itself.item() == pytest.approx(0.0, abs=1e-5)
 
 
@@ -96,7 +116,9 @@ def test_bad_options_are_refused(headline_model, demo_data, tmp_path):
     with pytest.raises(TrainError, match="cannot teach the article task"):
         distill(DistillOptions(task="article", data=demo_data, output=tmp_path / "s", teacher=headline_model))
     with pytest.raises(TrainError, match="--student-layers must be 1 to 2"):
-        distill(DistillOptions(task=None, data=demo_data, output=tmp_path / "s", teacher=headline_model, student_layers=3))
+        distill(
+            DistillOptions(task=None, data=demo_data, output=tmp_path / "s", teacher=headline_model, student_layers=3)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +143,14 @@ def test_distilled_student_beats_the_student_alone(news_data, tokenizer, tmp_pat
 
     teacher = train(TrainOptions(data=news_data, output=tmp_path / "teacher", **RUN))
     options = {**RUN, "task": None}  # the teacher's task
-    distilled = distill(DistillOptions(data=news_data, output=tmp_path / "distilled", teacher=tmp_path / "teacher", **options))
-    alone = train(TrainOptions(data=news_data, output=tmp_path / "alone", base=student_alone_base(tokenizer, tmp_path / "init"), **RUN))
+    distilled = distill(
+        DistillOptions(data=news_data, output=tmp_path / "distilled", teacher=tmp_path / "teacher", **options)
+    )
+    alone = train(
+        TrainOptions(
+            data=news_data, output=tmp_path / "alone", base=student_alone_base(tokenizer, tmp_path / "init"), **RUN
+        )
+    )
     print(
         f"\nvalidation perplexity after {STEPS} steps: teacher (2 layers) {teacher['val_perplexity']:.0f}, "
         f"distilled student (1 layer) {distilled['val_perplexity']:.0f}, student alone (1 layer) {alone['val_perplexity']:.0f}"
@@ -136,8 +164,13 @@ def test_distilled_student_beats_the_student_alone(news_data, tokenizer, tmp_pat
     report = json.loads((out / "training_report.json").read_text())
     assert report["task"] == "headline" and report["base_model"] == "distilled:teacher"
     assert report["distillation"] == {
-        "teacher": str(tmp_path / "teacher"), "student_layers": 1, "init": "teacher",
-        "alpha": 0.5, "beta": 0.5, "temperature": 2.0, "cosine_weight": 0.0,
+        "teacher": str(tmp_path / "teacher"),
+        "student_layers": 1,
+        "init": "teacher",
+        "alpha": 0.5,
+        "beta": 0.5,
+        "temperature": 2.0,
+        "cosine_weight": 0.0,
     }
     assert json.loads((out / "config.json").read_text())["n_layer"] == 1
     assert (out / "loss.png").stat().st_size > 0 and not list(out.glob("*.bin"))

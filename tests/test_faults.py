@@ -10,7 +10,6 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.config import Config
 
-from newsgen import artifacts
 from newsgen.errors import ModelUnavailable
 from newsgen.store import ModelStore
 from training.publish import publish_model
@@ -50,7 +49,9 @@ def fresh_s3(s3_endpoint):
     """A client of its own, so injected faults do not leak into other tests."""
     import boto3
 
-    return boto3.client("s3", config=Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=2, read_timeout=2))
+    return boto3.client(
+        "s3", config=Config(retries={"max_attempts": 4, "mode": "standard"}, connect_timeout=2, read_timeout=2)
+    )
 
 
 @pytest.fixture
@@ -95,7 +96,8 @@ def test_s3_that_never_answers_times_out_into_503(bucket, tmp_path):
     thread.start()
     try:
         client = boto3.client(
-            "s3", endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
+            "s3",
+            endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}",
             config=Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=1, read_timeout=1),
         )
         with pytest.raises(ModelUnavailable, match="cannot be loaded"):
@@ -162,8 +164,10 @@ def test_api_answers_503_json_on_s3_outage_then_recovers(fresh_s3, published_v1,
     from newsgen.settings import Settings
 
     calls = inject(fresh_s3, "GetObject", failures=8, status=503)
-    service = NewsService(Settings(model_bucket=published_v1, model_cache_dir=tmp_path / "cache"),
-                          store=store_for(fresh_s3, published_v1, tmp_path))
+    service = NewsService(
+        Settings(model_bucket=published_v1, model_cache_dir=tmp_path / "cache"),
+        store=store_for(fresh_s3, published_v1, tmp_path),
+    )
     monkeypatch.setattr(api, "service", service)
     event = api_event("POST", "/v1/headlines", {"n": 1, "parameters": {"max_new_tokens": 4}})
     first = api.lambda_handler(event, FakeContext())
@@ -189,16 +193,23 @@ class Clock:
 
 def count_gets(s3) -> list:
     keys = []
-    s3.meta.events.register("before-send.s3.GetObject", lambda request, **kwargs: keys.append(request.url.split("/models/", 1)[-1]))
+    s3.meta.events.register(
+        "before-send.s3.GetObject", lambda request, **kwargs: keys.append(request.url.split("/models/", 1)[-1])
+    )
     return keys
 
 
 @pytest.mark.parametrize("breakage", ["corrupt file", "missing file", "unsupported manifest"])
-def test_a_broken_pinned_version_is_not_fetched_again_within_the_ttl(fresh_s3, published_v1, tmp_path, monkeypatch, breakage):
+def test_a_broken_pinned_version_is_not_fetched_again_within_the_ttl(
+    fresh_s3, published_v1, tmp_path, monkeypatch, breakage
+):
     from newsgen import store as store_module
 
-    key = {"corrupt file": "models/headline/v1/model.safetensors", "missing file": "models/headline/v1/tokenizer.json",
-           "unsupported manifest": "models/headline/v1/manifest.json"}[breakage]
+    key = {
+        "corrupt file": "models/headline/v1/model.safetensors",
+        "missing file": "models/headline/v1/tokenizer.json",
+        "unsupported manifest": "models/headline/v1/manifest.json",
+    }[breakage]
     good = fresh_s3.get_object(Bucket=published_v1, Key=key)["Body"].read()
     if breakage == "missing file":
         fresh_s3.delete_object(Bucket=published_v1, Key=key)
@@ -225,7 +236,9 @@ def test_a_broken_pinned_version_is_not_fetched_again_within_the_ttl(fresh_s3, p
     assert len(gets) > fetched
 
 
-def test_latest_naming_a_broken_version_reads_only_the_pointer_within_the_ttl(fresh_s3, published_v1, tmp_path, monkeypatch):
+def test_latest_naming_a_broken_version_reads_only_the_pointer_within_the_ttl(
+    fresh_s3, published_v1, tmp_path, monkeypatch
+):
     """LATEST is still read (one small GET), so that pointing it at a good version helps at once; the broken
     version it names is not downloaded again."""
     from newsgen import store as store_module
@@ -258,9 +271,15 @@ def test_api_answers_a_broken_version_at_once_with_retry_after(fresh_s3, publish
     from newsgen.settings import Settings
 
     fresh_s3.delete_object(Bucket=published_v1, Key="models/headline/v1/tokenizer.json")
-    settings = Settings(model_bucket=published_v1, model_cache_dir=tmp_path / "cache", headline_model_version="v1",
-                        broken_version_ttl_seconds=30)
-    monkeypatch.setattr(api, "service", NewsService(settings, store=store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30)))
+    settings = Settings(
+        model_bucket=published_v1,
+        model_cache_dir=tmp_path / "cache",
+        headline_model_version="v1",
+        broken_version_ttl_seconds=30,
+    )
+    monkeypatch.setattr(
+        api, "service", NewsService(settings, store=store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30))
+    )
     event = api_event("POST", "/v1/headlines", {"n": 1, "parameters": {"max_new_tokens": 4}})
     assert api.lambda_handler(event, FakeContext())["statusCode"] == 503
     gets = count_gets(fresh_s3)
@@ -268,6 +287,9 @@ def test_api_answers_a_broken_version_at_once_with_retry_after(fresh_s3, publish
     body = json.loads(second["body"])
     assert second["statusCode"] == 503 and gets == []
     assert body["details"]["cause"] == "artifact_not_found" and 1 <= body["details"]["retry_after_s"] <= 30
-    headers = {**(second.get("headers") or {}), **{k: v[-1] for k, v in (second.get("multiValueHeaders") or {}).items()}}
+    headers = {
+        **(second.get("headers") or {}),
+        **{k: v[-1] for k, v in (second.get("multiValueHeaders") or {}).items()},
+    }
     assert headers["Retry-After"] == str(body["details"]["retry_after_s"])
     assert f"retry in {body['details']['retry_after_s']} s" in body["error"]

@@ -38,7 +38,9 @@ def base_url(s3_endpoint, headline_model, article_model, tmp_path_factory):
     for task, path in (("headline", headline_model), ("article", article_model)):
         publish_model(path, bucket=bucket, prefix="models", task=task, version="v1", progress=False)
     previous = api_module.service
-    api_module.service = NewsService(Settings(model_bucket=bucket, model_cache_dir=tmp_path_factory.mktemp("fuzz-cache")))
+    api_module.service = NewsService(
+        Settings(model_bucket=bucket, model_cache_dir=tmp_path_factory.mktemp("fuzz-cache"))
+    )
     httpd = serve("127.0.0.1", 0)
     yield f"http://127.0.0.1:{httpd.server_address[1]}"
     httpd.shutdown()
@@ -56,8 +58,11 @@ def test_api_never_fails_and_always_answers_json(case, base_url):
     body = response.json()
     if response.status_code >= 400:
         assert isinstance(body, dict) and body.get("error") and body.get("error_type"), response.text[:300]
-    case.validate_response(response, checks=[
-        schemathesis.checks.not_a_server_error,
-        schemathesis.checks.content_type_conformance,
-        schemathesis.checks.response_schema_conformance,
-    ])
+    case.validate_response(
+        response,
+        checks=[
+            schemathesis.checks.not_a_server_error,
+            schemathesis.checks.content_type_conformance,
+            schemathesis.checks.response_schema_conformance,
+        ],
+    )

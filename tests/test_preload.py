@@ -27,7 +27,8 @@ def slow_loads(monkeypatch):
 
 
 def test_on_demand_init_returns_within_its_wait_and_the_first_request_waits_for_the_models(
-        published, service_for, slow_loads, monkeypatch):
+    published, service_for, slow_loads, monkeypatch
+):
     monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
     monkeypatch.setattr(service_module, "process_age_seconds", lambda: 8.8)  # imports took 8.8 s of the 9 s
     service = service_for(published["bucket"], init_budget_seconds=9.0)
@@ -58,7 +59,9 @@ def test_a_failed_preload_is_logged_and_requests_answer_unavailable(s3, bucket, 
     monkeypatch.setattr(service_module, "process_age_seconds", lambda: 0.0)
     service = service_for(bucket)  # nothing published in this bucket
     assert service.preload_at_init() is True
-    assert "preload failed" in caplog.text and "model_unavailable" in {getattr(r, "error_type", "") for r in caplog.records}
+    assert "preload failed" in caplog.text and "model_unavailable" in {
+        getattr(r, "error_type", "") for r in caplog.records
+    }
     with pytest.raises(ModelUnavailable):
         service.headlines(HeadlineRequest())
 
@@ -67,16 +70,35 @@ def test_process_age_is_measured_from_the_process_start():
     import subprocess
     import sys
 
-    age = subprocess.run([sys.executable, "-c", "import time; time.sleep(1.2); from newsgen.service import process_age_seconds; "
-                          "print(process_age_seconds())"], capture_output=True, text=True, check=True).stdout
+    age = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import time; time.sleep(1.2); from newsgen.service import process_age_seconds; "
+            "print(process_age_seconds())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert 1.2 <= float(age) < 30
     assert 0 <= service_module.process_age_seconds() < 24 * 3600
 
 
-@pytest.mark.parametrize("memory_mb, cpus, threads", [
-    ("1024", 2, 1), ("1536", 2, 1), ("2048", 2, 1), ("3008", 2, 2), ("3538", 2, 2), ("10240", 6, 6), ("10240", 2, 2),
-    (None, 2, 2), (None, 16, 16),
-])
+@pytest.mark.parametrize(
+    "memory_mb, cpus, threads",
+    [
+        ("1024", 2, 1),
+        ("1536", 2, 1),
+        ("2048", 2, 1),
+        ("3008", 2, 2),
+        ("3538", 2, 2),
+        ("10240", 6, 6),
+        ("10240", 2, 2),
+        (None, 2, 2),
+        (None, 16, 16),
+    ],
+)
 def test_default_threads_follow_the_lambda_cpu_share(monkeypatch, memory_mb, cpus, threads):
     if memory_mb is None:
         monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
@@ -86,7 +108,9 @@ def test_default_threads_follow_the_lambda_cpu_share(monkeypatch, memory_mb, cpu
     assert service_module.default_threads() == threads
 
 
-def test_a_request_during_a_background_preload_shares_its_store(published, service_for, slow_loads, monkeypatch, caplog):
+def test_a_request_during_a_background_preload_shares_its_store(
+    published, service_for, slow_loads, monkeypatch, caplog
+):
     """The store is created once even when the init's preload thread and the first request ask for it together
     (found by `make sam-local`: two stores downloaded one version into one cache)."""
     from newsgen import s3
@@ -114,7 +138,9 @@ def test_a_request_during_a_background_preload_shares_its_store(published, servi
     assert "preload failed" not in caplog.text
 
 
-def test_one_broken_model_does_not_keep_the_other_from_preloading(s3, bucket, article_model, service_for, caplog, monkeypatch):
+def test_one_broken_model_does_not_keep_the_other_from_preloading(
+    s3, bucket, article_model, service_for, caplog, monkeypatch
+):
     from training.publish import publish_model
 
     monkeypatch.setattr(service_module, "process_age_seconds", lambda: 0.0)

@@ -55,7 +55,9 @@ def test_rules_each_counted(tmp_path):
 
 
 def test_split_is_deterministic_and_seeded(tmp_path):
-    rows = [(f"Story number {i} about the harbor and the town council vote", "Harbor Ledger", "text") for i in range(200)]
+    rows = [
+        (f"Story number {i} about the harbor and the town council vote", "Harbor Ledger", "text") for i in range(200)
+    ]
     source = write_csv(tmp_path / "in.csv", rows)
     a = prepare([source], tmp_path / "a", validation_fraction=0.2, seed=1, progress=False)
     b = prepare([source], tmp_path / "b", validation_fraction=0.2, seed=1, progress=False)

@@ -19,14 +19,22 @@ import pytest
 
 from infra.local import rie
 from infra.local.triggers import create_queues, s3_event, sqs_event
+from newsgen import batch
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
 EVENTS = ROOT / "events"
 # What pip prints when the package index cannot be reached (no network, proxy refused, DNS).
-OFFLINE = ("NewConnectionError", "Failed to establish a new connection", "Temporary failure in name resolution",
-           "ProxyError", "Network is unreachable", "Could not fetch URL", "(from versions: none)")
+OFFLINE = (
+    "NewConnectionError",
+    "Failed to establish a new connection",
+    "Temporary failure in name resolution",
+    "ProxyError",
+    "Network is unreachable",
+    "Could not fetch URL",
+    "(from versions: none)",
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,27 +43,42 @@ def emulator() -> Path:
     import importlib.util
 
     if importlib.util.find_spec("awslambdaric") is None:
-        pytest.fail(f"awslambdaric is not installed in {sys.executable}: it belongs in the dev extra (pip install -e '.[dev]')")
+        pytest.fail(
+            f"awslambdaric is not installed in {sys.executable}: it belongs in the dev extra (pip install -e '.[dev]')"
+        )
     try:
         return rie.find_rie()
     except rie.RieError:
         pass
     python = getattr(sys, "_base_executable", None) or sys.executable
-    done = subprocess.run(["make", rie.SAM_TARGET, f"PYTHON={python}"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        ["make", rie.SAM_TARGET, f"PYTHON={python}"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     output = done.stdout + done.stderr
     if done.returncode != 0:
         if any(sign in output for sign in OFFLINE):
-            pytest.skip(f"cannot build .venv-sam (aws-sam-cli ships the Lambda RIE): pip cannot reach the package index:\n{output[-1500:]}")
+            pytest.skip(
+                f"cannot build .venv-sam (aws-sam-cli ships the Lambda RIE): pip cannot reach the package index:\n{output[-1500:]}"
+            )
         pytest.fail(f"`make {rie.SAM_TARGET}` failed ({done.returncode}):\n{output[-4000:]}")
     return rie.find_rie()
 
 
 @pytest.fixture
 def function_env(emulator, published, s3_endpoint, tmp_path):
-    def make(function: str, queue_url: str | None = None, results_bucket: str | None = None, **extra: str) -> dict[str, str]:
-        env = rie.local_env(s3_endpoint, function, model_bucket=published["bucket"], model_prefix=published["prefix"],
-                            cache_dir=tmp_path / f"cache-{function}", queue_url=queue_url, results_bucket=results_bucket,
-                            watermark_keys_file=Path(os.environ["WATERMARK_KEYS_FILE"]))
+    def make(
+        function: str, queue_url: str | None = None, results_bucket: str | None = None, **extra: str
+    ) -> dict[str, str]:
+        env = rie.local_env(
+            s3_endpoint,
+            function,
+            model_bucket=published["bucket"],
+            model_prefix=published["prefix"],
+            cache_dir=tmp_path / f"cache-{function}",
+            queue_url=queue_url,
+            results_bucket=results_bucket,
+            watermark_keys_file=Path(os.environ["WATERMARK_KEYS_FILE"]),
+        )
         return {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
 
     return make
@@ -63,8 +86,9 @@ def function_env(emulator, published, s3_endpoint, tmp_path):
 
 def emulate(function: str, env: dict[str, str]):
     handler, memory_mb, timeout_s, _ = rie.FUNCTIONS[function]
-    return rie.emulated_function(handler, env, function_name=f"newsgen-{function}-test", memory_mb=memory_mb,
-                                 timeout_s=min(timeout_s, 120))
+    return rie.emulated_function(
+        handler, env, function_name=f"newsgen-{function}-test", memory_mb=memory_mb, timeout_s=min(timeout_s, 120)
+    )
 
 
 def report(label: str, seconds: float) -> None:
@@ -96,7 +120,10 @@ def test_api_under_the_runtime_emulator(function_env):
     assert answer["model"]["task"] == "headline"
     assert warm["statusCode"] == 200 and body_of(warm)["results"] == answer["results"]  # same seed, same text
     assert bad["statusCode"] == 400
-    headers = {**{k: ", ".join(v) for k, v in (bad.get("multiValueHeaders") or {}).items()}, **(bad.get("headers") or {})}
+    headers = {
+        **{k: ", ".join(v) for k, v in (bad.get("multiValueHeaders") or {}).items()},
+        **(bad.get("headers") or {}),
+    }
     assert headers["Content-Type"] == "application/json"
     assert body_of(bad)["error_type"] == "validation_error"
     # The emulator ran it as Lambda does: an init phase, then invocations with a request id and a report.
@@ -106,9 +133,8 @@ def test_api_under_the_runtime_emulator(function_env):
     assert warm_s < cold_s
 
 
-def upload_input(s3, bucket: str, key: str, lines: list) -> tuple[dict, "batch.Upload"]:
+def upload_input(s3, bucket: str, key: str, lines: list) -> tuple[dict, batch.Upload]:
     """Put a prompts file; returns its S3 event (the object's real etag, a sequencer) and the Upload it names."""
-    from newsgen import batch
 
     body = "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines).encode()
     put = s3.put_object(Bucket=bucket, Key=key, Body=body)
@@ -120,7 +146,9 @@ def upload_input(s3, bucket: str, key: str, lines: list) -> tuple[dict, "batch.U
 def receive_all(sqs, queue_url: str, count: int) -> list[dict]:
     messages = []
     for _ in range(10):
-        messages += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get("Messages", [])
+        messages += sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]).get(
+            "Messages", []
+        )
         if len(messages) >= count:
             break
     assert len(messages) == count, messages
@@ -128,7 +156,6 @@ def receive_all(sqs, queue_url: str, count: int) -> list[dict]:
 
 
 def read_output(s3, bucket: str, name: str) -> tuple[dict, list[dict]]:
-    from newsgen import batch
 
     summary = json.loads(s3.get_object(Bucket=bucket, Key=batch.summary_key(name))["Body"].read())
     raw = s3.get_object(Bucket=bucket, Key=batch.results_key(name))["Body"].read().decode()
@@ -137,8 +164,6 @@ def read_output(s3, bucket: str, name: str) -> tuple[dict, list[dict]]:
 
 def test_batch_under_the_runtime_emulator(function_env, published, s3):
     import boto3
-
-    from newsgen import batch
 
     sqs = boto3.client("sqs")
     bucket = published["bucket"]
@@ -154,8 +179,9 @@ def test_batch_under_the_runtime_emulator(function_env, published, s3):
         dispatched = invoke(event)
         dispatch_s = invoke.durations[-1]
         dispatch_logs = invoke.logs()
-    assert dispatched == {"jobs": [{"job": upload.job, "status": "running", "lines": 5, "chunks": 3}]}, \
+    assert dispatched == {"jobs": [{"job": upload.job, "status": "running", "lines": 5, "chunks": 3}]}, (
         f"{dispatched}\n{dispatch_logs[-4000:]}"
+    )
 
     messages = receive_all(sqs, queue_url, 3)
     assert sorted(batch.ChunkMessage.model_validate_json(m["Body"]).chunk for m in messages) == [0, 1, 2]
@@ -165,7 +191,10 @@ def test_batch_under_the_runtime_emulator(function_env, published, s3):
         cold_s, warm_s = invoke.durations[0], max(invoke.durations[1:])
         logs = invoke.logs()
     assert answers == [{"batchItemFailures": []}] * 3, f"{answers}\n{logs[-4000:]}"
-    sqs.delete_message_batch(QueueUrl=queue_url, Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
+    sqs.delete_message_batch(
+        QueueUrl=queue_url,
+        Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)],
+    )
 
     summary, entries = read_output(s3, bucket, "rie-job.jsonl")
     assert len(entries) == len(lines)
@@ -185,16 +214,20 @@ def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
     as errors and assembles the job as partial; a message that is no chunk is kept, not lost."""
     import boto3
 
-    from newsgen import batch
-
     sqs = boto3.client("sqs")
     bucket = published["bucket"]
     queue_url, dlq_url = create_queues(sqs, f"rie-dead-{bucket}", max_receive_count=1, visibility_timeout=0)
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    lines = [{"id": "h0", "task": "headline", "prompt": "Mayor"}, {"id": "bad", "task": "poem"}, "",
-             {"id": "h1", "task": "headline", "prompt": "Harbor"}]
+    lines = [
+        {"id": "h0", "task": "headline", "prompt": "Mayor"},
+        {"id": "bad", "task": "poem"},
+        "",
+        {"id": "h1", "task": "headline", "prompt": "Harbor"},
+    ]
     event, upload = upload_input(s3, bucket, "batch/in/dead/rie-dead.jsonl", lines)
-    with emulate("batch-dispatch", function_env("batch-dispatch", queue_url=queue_url, BATCH_CHUNK_LINES="2")) as invoke:
+    with emulate(
+        "batch-dispatch", function_env("batch-dispatch", queue_url=queue_url, BATCH_CHUNK_LINES="2")
+    ) as invoke:
         dispatched = invoke(event)
     assert dispatched["jobs"][0]["chunks"] == 2, dispatched
     # No worker: every chunk "fails" (received and never deleted); the next receive past maxReceiveCount moves
@@ -215,7 +248,12 @@ def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
     assert summary["status"] == "partial" and summary["job"] == upload.job, summary
     assert summary["chunks_failed"] == 2 and summary["failed_lines"] == [[1, 1], [4, 4]], summary
     assert [e["line"] for e in entries] == [1, 2, 3, 4]
-    assert [e.get("error", {}).get("error_type") for e in entries] == ["chunk_failed", "validation_error", None, "chunk_failed"]
+    assert [e.get("error", {}).get("error_type") for e in entries] == [
+        "chunk_failed",
+        "validation_error",
+        None,
+        "chunk_failed",
+    ]
     assert entries[2]["skipped"] == "blank line"
     kept = s3.list_objects_v2(Bucket=bucket, Prefix=batch.WORK_PREFIX + "dead/")["Contents"]
     assert len([o for o in kept if "/_unreadable/" in o["Key"]]) == 1
@@ -230,7 +268,6 @@ def test_bundled_batch_events_describe_the_example_upload(s3, bucket):
     from aws_lambda_powertools.utilities.data_classes import S3Event
 
     from handlers.batch import upload_of
-    from newsgen import batch
 
     upload = upload_of(next(S3Event(json.loads((EVENTS / "s3-batch-in.json").read_text())).records))
     assert (upload.bucket, upload.key, upload.size) == (rie.EXAMPLE_BUCKET, rie.EXAMPLE_KEY, len(rie.EXAMPLE_INPUT))
@@ -253,8 +290,16 @@ def test_bundled_batch_events_describe_the_example_upload(s3, bucket):
 def test_local_env_names_the_settings_it_sets(tmp_path):
     from newsgen.settings import Settings
 
-    env = rie.local_env("http://127.0.0.1:1", "batch-dead-letters", model_bucket="m", model_prefix="models",
-                        cache_dir=tmp_path, queue_url="http://q", results_bucket="b", watermark_keys_file=tmp_path / "k")
+    env = rie.local_env(
+        "http://127.0.0.1:1",
+        "batch-dead-letters",
+        model_bucket="m",
+        model_prefix="models",
+        cache_dir=tmp_path,
+        queue_url="http://q",
+        results_bucket="b",
+        watermark_keys_file=tmp_path / "k",
+    )
     assert env[rie.QUEUE_URL_VAR] == "http://q" and env[rie.RESULTS_BUCKET_VAR] == "b"
     fields = {name.upper() for name in Settings.model_fields}
     assert {rie.QUEUE_URL_VAR, rie.RESULTS_BUCKET_VAR, "WATERMARK_KEYS_FILE", "MODEL_CACHE_DIR"} <= fields
@@ -270,7 +315,9 @@ def test_missing_emulator_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_a_failing_function_is_reported_and_every_process_stopped(emulator):
     started = time.monotonic()
-    with rie.emulated_function("handlers.no_such_module.handler", {"AWS_DEFAULT_REGION": "us-east-1"}, timeout_s=20) as invoke:
+    with rie.emulated_function(
+        "handlers.no_such_module.handler", {"AWS_DEFAULT_REGION": "us-east-1"}, timeout_s=20
+    ) as invoke:
         answer = invoke({})
         pids = invoke.pids()
     assert answer["errorType"] == "Runtime.ImportModuleError", answer
@@ -282,7 +329,13 @@ def test_sam_validate_lint_passes(emulator):
     """`sam validate --lint` from the SAM CLI in .venv-sam (the emulator fixture builds it)."""
     sam = ROOT / ".venv-sam" / "bin" / "sam"
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
-    done = subprocess.run([str(sam), "validate", "--lint", "--template", str(ROOT / "template.yaml")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    done = subprocess.run(
+        [str(sam), "validate", "--lint", "--template", str(ROOT / "template.yaml")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "valid" in (done.stdout + done.stderr).lower()

@@ -18,23 +18,43 @@ def sample(capsys, *args) -> str:
 
 
 def test_headlines_start_with_the_prompt_and_repeat_with_the_seed(headline_model, capsys):
-    out = sample(capsys, "--model", headline_model, "--prompt", "City council", "--n", 2, "--seed", 7, "--max-new-tokens", 12)
+    out = sample(
+        capsys, "--model", headline_model, "--prompt", "City council", "--n", 2, "--seed", 7, "--max-new-tokens", 12
+    )
     lines = out.splitlines()
     assert NOTICE in lines[0] and "headline model" in lines[0] and lines[0].endswith("seed 7")
     items = [line for line in lines if ITEM.match(line)]
     assert [ITEM.match(line).group(1) for line in items] == ["1", "2"]
     assert all(line.startswith(f"{i}. City council") for i, line in enumerate(items, 1))
     assert len(re.findall(r"\[(eos_token|length), \d+ tokens\]", out)) == 2
-    assert sample(capsys, "--model", headline_model, "--prompt", "City council", "--n", 2, "--seed", 7, "--max-new-tokens", 12) == out
+    assert (
+        sample(
+            capsys, "--model", headline_model, "--prompt", "City council", "--n", 2, "--seed", 7, "--max-new-tokens", 12
+        )
+        == out
+    )
 
 
 def test_article_openings_for_a_headline(article_model, capsys):
-    out = sample(capsys, "--model", article_model, "--headline", "Harbor town votes to rebuild its pier", "--seed", 1, "--max-new-tokens", 16)
+    out = sample(
+        capsys,
+        "--model",
+        article_model,
+        "--headline",
+        "Harbor town votes to rebuild its pier",
+        "--seed",
+        1,
+        "--max-new-tokens",
+        16,
+    )
     assert "article openings for 'Harbor town votes to rebuild its pier'" in out.splitlines()[0]
     assert len([line for line in out.splitlines() if ITEM.match(line)]) == 3  # --n defaults to 3
 
 
-@pytest.mark.parametrize("model, extra", [("headline_model", ["--prompt", "Mayor"]), ("article_model", ["--headline", "Mayor opens the new bridge"])])
+@pytest.mark.parametrize(
+    "model, extra",
+    [("headline_model", ["--prompt", "Mayor"]), ("article_model", ["--headline", "Mayor opens the new bridge"])],
+)
 def test_compare_decoding_table(model, extra, request, capsys):
     path = request.getfixturevalue(model)
     out = sample(capsys, "--model", path, *extra, "--compare-decoding", "--max-new-tokens", 12)

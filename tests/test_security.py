@@ -2,9 +2,7 @@
 logs carry no credentials, and everything the functions write at run time is under /tmp."""
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -84,8 +82,9 @@ def _break(kind: str, s3, bucket: str, headline_model, monkeypatch) -> None:
         from botocore.exceptions import ClientError
 
         def denied(**kwargs):
-            raise ClientError({"Error": {"Code": "AccessDenied", "Message": f"no access to s3://{bucket}/models"}},
-                              "GetObject")
+            raise ClientError(
+                {"Error": {"Code": "AccessDenied", "Message": f"no access to s3://{bucket}/models"}}, "GetObject"
+            )
 
         monkeypatch.setattr(s3, "get_object", denied)
 
@@ -102,8 +101,9 @@ def tmp_cache():
 
 
 @pytest.mark.parametrize("kind", ["not published", "file missing", "tmp too small", "s3 error"])
-def test_error_bodies_name_no_bucket_key_or_path_and_the_log_has_them(s3, bucket, headline_model, tmp_cache,
-                                                                       monkeypatch, caplog, kind):
+def test_error_bodies_name_no_bucket_key_or_path_and_the_log_has_them(
+    s3, bucket, headline_model, tmp_cache, monkeypatch, caplog, kind
+):
     """A 503 tells the caller what failed, to retry, and the request id; the full message (bucket, key, local
     path, the exception's text) goes to the log under that request id."""
     import logging
@@ -115,7 +115,9 @@ def test_error_bodies_name_no_bucket_key_or_path_and_the_log_has_them(s3, bucket
 
     _break(kind, s3, bucket, headline_model, monkeypatch)
     store = ModelStore(s3=s3, bucket=bucket, prefix="models", cache_dir=tmp_cache)
-    monkeypatch.setattr(api, "service", NewsService(Settings(model_bucket=bucket, model_cache_dir=tmp_cache), store=store))
+    monkeypatch.setattr(
+        api, "service", NewsService(Settings(model_bucket=bucket, model_cache_dir=tmp_cache), store=store)
+    )
     caplog.set_level(logging.INFO)
     event = api_event("POST", "/v1/headlines", {"n": 1})
     response = api.lambda_handler(event, FakeContext())
@@ -176,8 +178,12 @@ def test_the_tracing_check_finds_what_it_should():
     assert untraceable_violations("@tracer.capture_method\ndef f(): pass")
     assert untraceable_violations("@tracer.capture_method(capture_response=False)\ndef f(): pass")
     assert untraceable_violations("g = tracer.capture_lambda_handler(f)")
-    assert untraceable_violations("@tracer.capture_lambda_handler(capture_response=False, capture_error=True)\ndef f(): pass")
-    assert not untraceable_violations("@tracer.capture_method(capture_response=False, capture_error=False)\ndef f(): pass")
+    assert untraceable_violations(
+        "@tracer.capture_lambda_handler(capture_response=False, capture_error=True)\ndef f(): pass"
+    )
+    assert not untraceable_violations(
+        "@tracer.capture_method(capture_response=False, capture_error=False)\ndef f(): pass"
+    )
 
 
 HANDLER_MODULES = sorted(p.name for p in (ROOT / "handlers").glob("*.py") if p.name != "__init__.py")

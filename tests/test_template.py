@@ -9,9 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cfnlint.decode import decode
-
 from cfn import conditions
+from cfnlint.decode import decode
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = ROOT / "template.yaml"
@@ -45,7 +44,9 @@ def flat(value) -> str:
 
 
 def cfn_lint(path: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True, text=True, cwd=ROOT)
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("cfn-lint")), str(path)], capture_output=True, text=True, cwd=ROOT
+    )
 
 
 def test_cfn_lint_passes_with_the_sam_transform():
@@ -56,7 +57,11 @@ def test_cfn_lint_passes_with_the_sam_transform():
 def test_cfn_lint_really_checks_sam_resources(tmp_path):
     """Guards against a linter that passes anything: a property SAM does not know must fail."""
     broken = tmp_path / "broken.yaml"
-    broken.write_text(TEMPLATE.read_text().replace("Handler: batch.dispatch_handler", "Handler: batch.dispatch_handler\n      Colour: red", 1))
+    broken.write_text(
+        TEMPLATE.read_text().replace(
+            "Handler: batch.dispatch_handler", "Handler: batch.dispatch_handler\n      Colour: red", 1
+        )
+    )
     result = cfn_lint(broken)
     assert result.returncode != 0 and "'Colour' was unexpected" in result.stdout, result.stdout
 
@@ -84,8 +89,15 @@ def sam_transform(template, parameters: dict) -> dict:
     return transform(document, parameters, NoManagedPolicies())
 
 
-PSEUDO_PARAMETERS = {"AWS::Region", "AWS::AccountId", "AWS::Partition", "AWS::StackName", "AWS::URLSuffix",
-                     "AWS::NoValue", "AWS::StackId"}
+PSEUDO_PARAMETERS = {
+    "AWS::Region",
+    "AWS::AccountId",
+    "AWS::Partition",
+    "AWS::StackName",
+    "AWS::URLSuffix",
+    "AWS::NoValue",
+    "AWS::StackId",
+}
 
 
 NO_VALUE = {"Ref": "AWS::NoValue"}  # a property (or list item) CloudFormation leaves out
@@ -111,8 +123,11 @@ def deployed(transformed: dict, parameters: dict) -> dict:
 
     kept = {}
     for section in ("Resources", "Outputs"):
-        kept[section] = {name: resolve(body) for name, body in transformed.get(section, {}).items()
-                         if "Condition" not in body or holds[body["Condition"]]}
+        kept[section] = {
+            name: resolve(body)
+            for name, body in transformed.get(section, {}).items()
+            if "Condition" not in body or holds[body["Condition"]]
+        }
     kept["Parameters"] = values
     return kept
 
@@ -150,27 +165,40 @@ def monkeypatch_module():
         yield patch
 
 
-@pytest.mark.parametrize("mode, security, usage_plan", [
-    ("API_KEY", [{"api_key": []}], True),
-    ("IAM", [{"sigv4": []}], False),
-    ("NONE", [], False),
-])
+@pytest.mark.parametrize(
+    "mode, security, usage_plan",
+    [
+        ("API_KEY", [{"api_key": []}], True),
+        ("IAM", [{"sigv4": []}], False),
+        ("NONE", [], False),
+    ],
+)
 def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_plan):
     stack = deployed(transformed, {"ApiAuthMode": mode})
     out = stack["Resources"]
     body = out["NewsApi"]["Properties"]["Body"]
     from handlers.api import ROUTES
 
-    operations = {(method.upper(), path): op for path, methods in body["paths"].items() for method, op in methods.items()}
+    operations = {
+        (method.upper(), path): op for path, methods in body["paths"].items() for method, op in methods.items()
+    }
     assert set(operations) == {(method, path) for path, method in ROUTES.items()}
     for route, operation in operations.items():
         assert operation["security"] == security, route
         assert all(name in body["securityDefinitions"] for entry in security for name in entry)
         integration = operation["x-amazon-apigateway-integration"]
-        assert integration["type"] == "aws_proxy" and references(integration["uri"]) == {"AWS::Partition", "AWS::Region", "ApiFunctionAliaslive"}
-        permission = next(r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::Permission"
-                          and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
-                          and r["Properties"]["SourceArn"]["Fn::Sub"][0].endswith("/" + route[0] + route[1]))
+        assert integration["type"] == "aws_proxy" and references(integration["uri"]) == {
+            "AWS::Partition",
+            "AWS::Region",
+            "ApiFunctionAliaslive",
+        }
+        permission = next(
+            r["Properties"]
+            for r in out.values()
+            if r["Type"] == "AWS::Lambda::Permission"
+            and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
+            and r["Properties"]["SourceArn"]["Fn::Sub"][0].endswith("/" + route[0] + route[1])
+        )
         assert permission["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
     plans = [r for r in out.values() if r["Type"] == "AWS::ApiGateway::UsagePlan"]
     assert bool(plans) == usage_plan and ("ApiKeyCommand" in stack["Outputs"]) == usage_plan
@@ -190,7 +218,9 @@ def test_reserved_concurrency_is_optional(transformed, value, reserved):
     assert ("ReservedConcurrentExecutions" in functions["ApiFunction"]) is reserved
     if reserved:
         assert functions["ApiFunction"]["ReservedConcurrentExecutions"] == {"Ref": "ReservedConcurrency"}
-    assert not any("ReservedConcurrentExecutions" in props for name, props in functions.items() if name != "ApiFunction")
+    assert not any(
+        "ReservedConcurrentExecutions" in props for name, props in functions.items() if name != "ApiFunction"
+    )
 
 
 def test_reserved_concurrency_accepts_only_counts(template):
@@ -211,12 +241,18 @@ def function_statements(stack: dict, function: str) -> list[dict]:
     return found
 
 
-@pytest.mark.parametrize("bucket_name, bucket", [("", {"Ref": "ModelBucket"}), ("existing-models", {"Ref": "ModelBucketName"})])
+@pytest.mark.parametrize(
+    "bucket_name, bucket", [("", {"Ref": "ModelBucket"}), ("existing-models", {"Ref": "ModelBucketName"})]
+)
 def test_model_readers_list_only_the_model_prefix(transformed, bucket_name, bucket):
     """A GET of a missing artifact is a 404 (not a 403) for the functions that read models: they may list the
     bucket, under the model prefix only."""
     stack = deployed(transformed, {"ModelBucketName": bucket_name})
-    for function, lists_models in (("ApiFunction", True), ("BatchWorkerFunction", True), ("BatchDispatchFunction", False)):
+    for function, lists_models in (
+        ("ApiFunction", True),
+        ("BatchWorkerFunction", True),
+        ("BatchDispatchFunction", False),
+    ):
         listing = [s for s in function_statements(stack, function) if "s3:ListBucket" in as_list(s["Action"])]
         model_listing = [s for s in listing if "ModelPrefix" in flat(s.get("Condition"))]
         assert bool(model_listing) is lists_models, function
@@ -236,11 +272,18 @@ def test_every_created_bucket_refuses_plain_http(transformed, bucket_name):
     out = stack["Resources"]
     buckets = {name for name, r in out.items() if r["Type"] == "AWS::S3::Bucket"}
     assert ("ModelBucket" in buckets) is (bucket_name == "")
-    policies = {r["Properties"]["Bucket"]["Ref"]: r["Properties"]["PolicyDocument"]["Statement"]
-                for r in out.values() if r["Type"] == "AWS::S3::BucketPolicy"}
+    policies = {
+        r["Properties"]["Bucket"]["Ref"]: r["Properties"]["PolicyDocument"]["Statement"]
+        for r in out.values()
+        if r["Type"] == "AWS::S3::BucketPolicy"
+    }
     assert set(policies) == buckets
     for name, statements_ in policies.items():
-        deny = [s for s in statements_ if s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}]
+        deny = [
+            s
+            for s in statements_
+            if s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+        ]
         assert deny, name
         assert deny[0]["Principal"] == "*" and deny[0]["Action"] == "s3:*"
         assert {flat(r) for r in deny[0]["Resource"]} == {
@@ -282,7 +325,10 @@ def test_iam_least_privilege(template):
             if any("ModelPrefix" in t for t in targets):
                 assert actions == ["s3:GetObject"] or actions == "s3:GetObject", (name, statement)
             if "s3:ListBucket" in actions:  # of the stack's own results bucket only
-                assert all(t.endswith("-results-${AWS::AccountId}-${AWS::Region}'}") for t in targets), (name, statement)
+                assert all(t.endswith("-results-${AWS::AccountId}-${AWS::Region}'}") for t in targets), (
+                    name,
+                    statement,
+                )
     for name, policy in resources(template, "AWS::IAM::Policy").items():  # policies attached to the functions' roles
         for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
             assert as_list(statement["Action"]) == ["s3:ListBucket"] and statement["Effect"] == "Allow", name
@@ -337,7 +383,9 @@ def test_batch_wiring(template):
     alarm = template["Resources"]["BatchDeadLetterAlarm"]["Properties"]
     assert "BatchDeadLetterQueue" in flat(alarm["Dimensions"])
     dispatch = template["Resources"]["BatchDispatchFunction"]["Properties"]
-    assert dispatch["Events"]["Upload"]["Properties"]["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "batch/in/"}]
+    assert dispatch["Events"]["Upload"]["Properties"]["Filter"]["S3Key"]["Rules"] == [
+        {"Name": "prefix", "Value": "batch/in/"}
+    ]
     assert dispatch["Layers"] and dispatch["Runtime"] == "python3.12"
 
 
@@ -374,7 +422,9 @@ def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
     dockerfile = (ROOT / "infra/lambda/Dockerfile").read_text()
     assert "public.ecr.aws/lambda/python:3.12" in dockerfile
     assert "download.pytorch.org/whl/cpu" in dockerfile
-    assert dockerfile.index("requirements.txt") < dockerfile.index("COPY --from=deps") < dockerfile.index("COPY handlers")
+    assert (
+        dockerfile.index("requirements.txt") < dockerfile.index("COPY --from=deps") < dockerfile.index("COPY handlers")
+    )
     assert "HF_HOME=/tmp" in dockerfile
     # No model baked in by default; --build-arg BAKED_MODELS bakes a mirror, copied last (one thin layer).
     assert "ARG BAKED_MODELS=infra/lambda/no-models" in dockerfile
@@ -389,7 +439,9 @@ def test_samconfig_overrides_name_template_parameters(template):
     import tomllib
 
     config = tomllib.loads((ROOT / "samconfig.toml").read_text())
-    overrides = dict(item.split("=", 1) for item in shlex.split(config["default"]["deploy"]["parameters"]["parameter_overrides"]))
+    overrides = dict(
+        item.split("=", 1) for item in shlex.split(config["default"]["deploy"]["parameters"]["parameter_overrides"])
+    )
     assert set(overrides) <= set(template["Parameters"]), set(overrides) - set(template["Parameters"])
     for name, value in overrides.items():
         allowed = template["Parameters"][name].get("AllowedValues")
@@ -401,8 +453,12 @@ def test_local_emulation_matches_the_template(template):
     """`make invoke` runs each function with the memory, timeout and environment the template gives it."""
     from infra.local.rie import FUNCTIONS
 
-    names = {"api": "ApiFunction", "batch-dispatch": "BatchDispatchFunction", "batch-worker": "BatchWorkerFunction",
-             "batch-dead-letters": "BatchDeadLetterRecorderFunction"}
+    names = {
+        "api": "ApiFunction",
+        "batch-dispatch": "BatchDispatchFunction",
+        "batch-worker": "BatchWorkerFunction",
+        "batch-dead-letters": "BatchDeadLetterRecorderFunction",
+    }
     assert set(FUNCTIONS) == set(names)
     for local, logical in names.items():
         handler, memory_mb, timeout_s, env = FUNCTIONS[local]
@@ -422,8 +478,11 @@ READS = {"s3:GetObject", "s3:ListBucket"}
 
 def mapping_of(out: dict, function: str) -> dict:
     """The one SQS event source mapping of a function."""
-    found = [r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
-             and r["Properties"]["FunctionName"] == {"Ref": function}]
+    found = [
+        r["Properties"]
+        for r in out.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping" and r["Properties"]["FunctionName"] == {"Ref": function}
+    ]
     assert len(found) == 1, (function, found)
     return found[0]
 
@@ -501,12 +560,19 @@ def test_dead_letter_recorder_consumes_the_dead_letter_queue(transformed):
     assert recorder["Handler"] == "batch.dead_letter_handler" and recorder["Runtime"] == "python3.12"
     assert recorder["Layers"] and "PackageType" not in recorder  # Zip on the layer: no torch
     assert recorder["Environment"]["Variables"]["RESULTS_BUCKET"] == {"Ref": "ResultsBucket"}
-    assert "RESULTS_BUCKET" in {name.upper() for name in importlib.import_module("newsgen.settings").Settings.model_fields}
-    consumers = {r["Properties"]["FunctionName"]["Ref"] for r in out.values() if r["Type"] == "AWS::Lambda::EventSourceMapping"
-                 and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}}
+    assert "RESULTS_BUCKET" in {
+        name.upper() for name in importlib.import_module("newsgen.settings").Settings.model_fields
+    }
+    consumers = {
+        r["Properties"]["FunctionName"]["Ref"]
+        for r in out.values()
+        if r["Type"] == "AWS::Lambda::EventSourceMapping"
+        and r["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["BatchDeadLetterQueue", "Arn"]}
+    }
     assert consumers == {"BatchDeadLetterRecorderFunction"}
     assert out["BatchDeadLetterRecorderFunctionLogs"]["Properties"]["LogGroupName"] == {
-        "Fn::Sub": "/aws/lambda/${BatchDeadLetterRecorderFunction}"}
+        "Fn::Sub": "/aws/lambda/${BatchDeadLetterRecorderFunction}"
+    }
 
 
 def test_dead_letter_alarm_notifies_the_alert_topic(transformed):
@@ -516,8 +582,14 @@ def test_dead_letter_alarm_notifies_the_alert_topic(transformed):
     assert out["BatchAlerts"]["Type"] == "AWS::SNS::Topic"
     assert alarm["AlarmActions"] == [{"Ref": "BatchAlerts"}] and alarm["OKActions"] == [{"Ref": "BatchAlerts"}]
     # The recorder empties the queue within seconds: count what it received, not what stays visible.
-    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == ("AWS/SQS", "NumberOfMessagesReceived", "Sum")
-    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["BatchDeadLetterQueue", "QueueName"]}}]
+    assert (alarm["Namespace"], alarm["MetricName"], alarm["Statistic"]) == (
+        "AWS/SQS",
+        "NumberOfMessagesReceived",
+        "Sum",
+    )
+    assert alarm["Dimensions"] == [
+        {"Name": "QueueName", "Value": {"Fn::GetAtt": ["BatchDeadLetterQueue", "QueueName"]}}
+    ]
     assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["Period"]) == (0, "GreaterThanThreshold", 300)
     assert stack["Outputs"]["BatchAlerts"]["Value"] == {"Ref": "BatchAlerts"}
     assert stack["Outputs"]["BatchDeadLetterQueueUrl"]["Value"] == {"Ref": "BatchDeadLetterQueue"}
@@ -530,20 +602,30 @@ def test_alert_email_is_subscribed_only_when_given(transformed, email):
     if not email:
         assert subscriptions == []
         return
-    assert subscriptions == [{"TopicArn": {"Ref": "BatchAlerts"}, "Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}]
+    assert subscriptions == [
+        {"TopicArn": {"Ref": "BatchAlerts"}, "Protocol": "email", "Endpoint": {"Ref": "AlertEmail"}}
+    ]
     pattern = transformed["Parameters"]["AlertEmail"]["AllowedPattern"]
     assert re.fullmatch(pattern, email) and re.fullmatch(pattern, "") and not re.fullmatch(pattern, "not an address")
 
 
 def test_dispatcher_failures_go_to_the_alert_topic(transformed):
     out = transformed["Resources"]
-    configs = [r["Properties"] for r in out.values() if r["Type"] == "AWS::Lambda::EventInvokeConfig"
-               and r["Properties"]["FunctionName"] == {"Ref": "BatchDispatchFunction"}]
+    configs = [
+        r["Properties"]
+        for r in out.values()
+        if r["Type"] == "AWS::Lambda::EventInvokeConfig"
+        and r["Properties"]["FunctionName"] == {"Ref": "BatchDispatchFunction"}
+    ]
     assert len(configs) == 1
     config = configs[0]
     assert config["MaximumRetryAttempts"] == 2
     assert config["DestinationConfig"]["OnFailure"]["Destination"] == {"Ref": "BatchAlerts"}
-    publish = [s for s in role_statements(out, "BatchDispatchFunction") if "sns:publish" in {a.lower() for a in as_list(s["Action"])}]
+    publish = [
+        s
+        for s in role_statements(out, "BatchDispatchFunction")
+        if "sns:publish" in {a.lower() for a in as_list(s["Action"])}
+    ]
     assert publish and all(s["Resource"] == {"Ref": "BatchAlerts"} for s in publish)
     assert out["BatchDispatchFunction"]["Properties"]["Timeout"] >= 300  # it streams inputs of up to 256 MiB
 
@@ -580,7 +662,11 @@ def test_only_the_generating_functions_read_the_watermark_keyring_and_only_that_
     for name, body in stack["Resources"].items():
         if body["Type"] != "AWS::Lambda::Function":
             continue
-        ssm = [s for s in function_statements(stack, name) if any(a.lower().startswith("ssm:") for a in as_list(s["Action"]))]
+        ssm = [
+            s
+            for s in function_statements(stack, name)
+            if any(a.lower().startswith("ssm:") for a in as_list(s["Action"]))
+        ]
         if name in ("ApiFunction", "BatchWorkerFunction"):  # they generate, so they mark
             assert len(ssm) == 1 and as_list(ssm[0]["Action"]) == ["ssm:GetParameter"], (name, ssm)
             assert ssm[0]["Resource"] == {"Fn::Sub": parameter}, (name, ssm)
@@ -593,5 +679,8 @@ def test_only_the_generating_functions_read_the_watermark_keyring_and_only_that_
 
 def test_the_watermark_is_on_unless_the_deployment_says_otherwise(template):
     parameters = template["Parameters"]
-    assert parameters["Watermark"]["Default"] == "true" and parameters["Watermark"]["AllowedValues"] == ["true", "false"]
+    assert parameters["Watermark"]["Default"] == "true" and parameters["Watermark"]["AllowedValues"] == [
+        "true",
+        "false",
+    ]
     assert parameters["WatermarkKeysParameter"]["Default"].startswith("/")

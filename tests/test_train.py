@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import train_tiny
+
 from newsgen.prompt import BOS, EOS, SEP
 from training.dataset import IGNORE_INDEX, build_dataset, encode
 from training.tokenizer import TINY, base_tokenizer
@@ -43,7 +43,9 @@ def crash_at_step(monkeypatch):
 @pytest.mark.slow
 def test_resume_after_a_crash_ends_like_an_uninterrupted_run(demo_data, tmp_path, crash_at_step, monkeypatch):
     run = dict(steps=12, eval_steps=4, save_steps=4, logging_steps=4)
-    whole = json.loads((train_tiny(demo_data, tmp_path / "whole", "headline", **run) / "training_report.json").read_text())
+    whole = json.loads(
+        (train_tiny(demo_data, tmp_path / "whole", "headline", **run) / "training_report.json").read_text()
+    )
 
     crash_at_step(10)
     with pytest.raises(Crash):
@@ -92,7 +94,9 @@ def test_article_dataset_masks_exactly_up_to_the_separator(demo_data):
 
 def test_headline_labels_are_the_whole_text():
     tokenizer = base_tokenizer(TINY)
-    example = encode("headline", {"title": "Harbor town votes to rebuild its old wooden pier"}, tokenizer, max_length=64)
+    example = encode(
+        "headline", {"title": "Harbor town votes to rebuild its old wooden pier"}, tokenizer, max_length=64
+    )
     assert example["labels"] == example["input_ids"] and example["labels"][-1] == tokenizer.eos_token_id
 
 

@@ -15,7 +15,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from cfn import conditions
 from conftest import ROOT
 
@@ -49,7 +48,11 @@ def load_template() -> dict:
 def parameters(template: dict, **overrides) -> dict:
     values = {name: spec.get("Default") for name, spec in template["Parameters"].items()}
     values.update(
-        ModelBucket=BUCKET, ModelPrefix=PREFIX, DataUris=DATA_URIS, VpcId="vpc-0abc", SubnetId="subnet-0abc",
+        ModelBucket=BUCKET,
+        ModelPrefix=PREFIX,
+        DataUris=DATA_URIS,
+        VpcId="vpc-0abc",
+        SubnetId="subnet-0abc",
         AmiId="ami-0123456789abcdef0",
         TrainingImageUri="123456789012.dkr.ecr.eu-west-1.amazonaws.com/newsgen-train:20261128",
     )
@@ -59,6 +62,7 @@ def parameters(template: dict, **overrides) -> dict:
 
 def resolve(node, params: dict, conds: dict):
     """Evaluate the intrinsic functions the template uses, as CloudFormation would for these parameters."""
+
     def lookup(name: str):
         if name in PSEUDO:
             return PSEUDO[name]
@@ -86,7 +90,7 @@ def resolve(node, params: dict, conds: dict):
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 return lookup(arg)
             if key == "Fn::Sub":
@@ -121,7 +125,7 @@ def resolve(node, params: dict, conds: dict):
 def policy_statements(template: dict, params: dict) -> list[dict]:
     conds = conditions(template, params)
     statements = []
-    for name, resource in template["Resources"].items():
+    for _name, resource in template["Resources"].items():
         if resource["Type"] in ("AWS::IAM::Role", "AWS::IAM::Policy", "AWS::IAM::ManagedPolicy"):
             props = resolve(resource["Properties"], params, conds)
             documents = [p["PolicyDocument"] for p in props.get("Policies", [])]
@@ -199,17 +203,32 @@ def test_iam_is_scoped_to_the_bucket_prefix_data_image_and_log_group(spot):
     log_group = "arn:aws:logs:eu-west-1:123456789012:log-group:<JobLogGroup>"
     assert granted["logs:PutLogEvents"] == {log_group, log_group + ":log-stream:*"}
     assert set(granted) == write_actions | {
-        "s3:GetObject", "s3:ListBucket", "ecr:GetAuthorizationToken", "ecr:BatchGetImage",
-        "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability", "logs:CreateLogStream", "logs:PutLogEvents",
+        "s3:GetObject",
+        "s3:ListBucket",
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+        "logs:CreateLogStream",
+        "logs:PutLogEvents",
     }
 
 
 @pytest.mark.parametrize(
     ("image", "repository"),
     [
-        ("210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/newsgen-train:v1.2", "arn:aws:ecr:us-east-1:210987654321:repository/ml/newsgen-train"),
-        ("210987654321.dkr.ecr.us-east-1.amazonaws.com/newsgen-train@sha256:" + "a" * 64, "arn:aws:ecr:us-east-1:210987654321:repository/newsgen-train"),
-        ("210987654321.dkr.ecr.us-west-2.amazonaws.com/newsgen-train", "arn:aws:ecr:us-west-2:210987654321:repository/newsgen-train"),
+        (
+            "210987654321.dkr.ecr.us-east-1.amazonaws.com/ml/newsgen-train:v1.2",
+            "arn:aws:ecr:us-east-1:210987654321:repository/ml/newsgen-train",
+        ),
+        (
+            "210987654321.dkr.ecr.us-east-1.amazonaws.com/newsgen-train@sha256:" + "a" * 64,
+            "arn:aws:ecr:us-east-1:210987654321:repository/newsgen-train",
+        ),
+        (
+            "210987654321.dkr.ecr.us-west-2.amazonaws.com/newsgen-train",
+            "arn:aws:ecr:us-west-2:210987654321:repository/newsgen-train",
+        ),
     ],
 )
 def test_image_uri_becomes_its_repository_arn(image, repository):
@@ -269,14 +288,19 @@ def test_launch_template_and_bootstrap(spot, tmp_path):
     check = subprocess.run(["bash", "-n", str(path)], capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert re.search(r"^trap finish EXIT$", script, re.M)
-    finish = script[script.index("finish() {"): script.index("trap finish EXIT")]
+    finish = script[script.index("finish() {") : script.index("trap finish EXIT")]
     assert "shutdown -h now" in finish and "set +e" in finish
     assert "aws ecr get-login-password --region" in script
     assert "docker run --rm --name newsgen-train --gpus all" in script
     assert "--log-driver awslogs" in script and "awslogs-group=<JobLogGroup>" in script
     for setting in (
-        f"DATA_S3_URIS={','.join(DATA_URIS)}", f"MODEL_BUCKET={BUCKET}", f"MODEL_PREFIX={PREFIX}", "VERSION=v7",
-        "BASE=distilgpt2", "DISTILL=1", "NPROC=$GPUS",
+        f"DATA_S3_URIS={','.join(DATA_URIS)}",
+        f"MODEL_BUCKET={BUCKET}",
+        f"MODEL_PREFIX={PREFIX}",
+        "VERSION=v7",
+        "BASE=distilgpt2",
+        "DISTILL=1",
+        "NPROC=$GPUS",
     ):
         assert f'-e "{setting}"' in script, setting
     assert f'"{params["TrainingImageUri"]}"' in script
@@ -285,7 +309,7 @@ def test_launch_template_and_bootstrap(spot, tmp_path):
 STUBS = {
     # Every command the bootstrap runs on the instance, recorded in $CALLS; FAIL=<docker verb> makes it fail.
     "aws": 'echo "aws $*" >>"$CALLS"; if [[ "$*" == *" cp - "* ]]; then echo "stdin $(cat)" >>"$CALLS"; fi\n'
-           'if [[ $2 == get-login-password ]]; then echo token; fi',
+    "if [[ $2 == get-login-password ]]; then echo token; fi",
     "docker": 'echo "docker $*" >>"$CALLS"; [[ $1 == login ]] && cat >/dev/null; [[ $1 != "${FAIL:-}" ]]',
     "nvidia-smi": 'echo "nvidia-smi $*" >>"$CALLS"; if [[ $1 == -L ]]; then echo "GPU 0: NVIDIA A10G"; echo "GPU 1: NVIDIA A10G"; fi',
     "curl": 'echo "curl $*" >>"$CALLS"; if [[ "$*" == *instance-id* ]]; then echo i-0123; else echo imds-token; fi',
@@ -311,7 +335,9 @@ def run_bootstrap(tmp_path: Path, fail: str = "") -> tuple[int, list[str]]:
     calls = tmp_path / "calls"
     calls.touch()
     env = {"PATH": f"{stubs}:{os.environ['PATH']}", "CALLS": str(calls), "FAIL": fail, "HOME": str(tmp_path)}
-    result = subprocess.run(["bash", str(tmp_path / "user-data.sh")], env=env, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", str(tmp_path / "user-data.sh")], env=env, capture_output=True, text=True, timeout=60
+    )
     return result.returncode, calls.read_text().splitlines()
 
 
@@ -354,7 +380,9 @@ def test_outputs_name_the_instance_and_the_log_group():
 def test_dockerfile_pins_the_projects_torch_on_a_cuda_12_base():
     text = DOCKERFILE.read_text()
     pin = re.search(r'"torch==([0-9.]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
-    assert re.search(rf"^ARG TORCH_VERSION={re.escape(pin)}$", text, re.M), "the image's torch must match pyproject.toml"
+    assert re.search(rf"^ARG TORCH_VERSION={re.escape(pin)}$", text, re.M), (
+        "the image's torch must match pyproject.toml"
+    )
     assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu12\d$", text, re.M)
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:12\.\d+\.\d+-\S+$", text, re.M)
     assert 'pip install ".[train]"' in text
@@ -362,12 +390,17 @@ def test_dockerfile_pins_the_projects_torch_on_a_cuda_12_base():
     assert "HF_HOME=/opt/ml/" in text
     copies = {
         source
-        for line in text.splitlines() if line.startswith("COPY ")
+        for line in text.splitlines()
+        if line.startswith("COPY ")
         for source in [word for word in line.split()[1:] if not word.startswith("--")][:-1]
     }
     assert {"pyproject.toml", "layers/", "handlers/", "training/", "infra/training/pipeline.sh"} <= copies, copies
     # The build context is the repository root: the Dockerfile's own ignore file lets in only what is copied.
-    ignore = [line for line in (INFRA / "Dockerfile.dockerignore").read_text().splitlines() if line and not line.startswith("#")]
+    ignore = [
+        line
+        for line in (INFRA / "Dockerfile.dockerignore").read_text().splitlines()
+        if line and not line.startswith("#")
+    ]
     assert ignore[0] == "*"
     assert {"!" + source for source in copies} <= set(ignore)
 
@@ -394,7 +427,9 @@ def test_pipeline_refuses_to_start_without_data(tmp_path):
 
 
 def distill_available() -> bool:
-    result = subprocess.run([sys.executable, "-m", "training", "distill", "--help"], cwd=ROOT, capture_output=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "training", "distill", "--help"], cwd=ROOT, capture_output=True, timeout=120
+    )
     return result.returncode == 0
 
 
@@ -410,9 +445,18 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
     s3.upload_file(str(csv), bucket, "raw/demo.csv")
     work = tmp_path / "work"
     job = {
-        "WORKDIR": str(work), "DATA_S3_URIS": f"s3://{bucket}/raw/demo.csv", "BASE": "tiny", "MAX_STEPS": "2",
-        "EVAL_STEPS": "2", "SAVE_STEPS": "2", "LOGGING_STEPS": "1", "BATCH_SIZE": "4", "MAX_LENGTH": "32",
-        "MODEL_PREFIX": "models", "VERSION": "t1", "AWS_ENDPOINT_URL": s3_endpoint,
+        "WORKDIR": str(work),
+        "DATA_S3_URIS": f"s3://{bucket}/raw/demo.csv",
+        "BASE": "tiny",
+        "MAX_STEPS": "2",
+        "EVAL_STEPS": "2",
+        "SAVE_STEPS": "2",
+        "LOGGING_STEPS": "1",
+        "BATCH_SIZE": "4",
+        "MAX_LENGTH": "32",
+        "MODEL_PREFIX": "models",
+        "VERSION": "t1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
     }
 
     # 1. No MODEL_BUCKET: everything is trained and distilled, then the job stops before publishing.
@@ -464,9 +508,13 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
     from handlers import api
 
     monkeypatch.setattr(api, "service", service_for(bucket))
-    response = api.lambda_handler(api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), FakeContext())
+    response = api.lambda_handler(
+        api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), FakeContext()
+    )
     assert response["statusCode"] == 200, response["body"]
     assert [m["version"] for m in json.loads(response["body"])["model"]] == ["t1", "t1"]
     monkeypatch.setattr(api, "service", service_for(bucket, headline_model_version="t1-distilled"))
-    response = api.lambda_handler(api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), FakeContext())
+    response = api.lambda_handler(
+        api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), FakeContext()
+    )
     assert response["statusCode"] == 200 and json.loads(response["body"])["model"]["version"] == "t1-distilled"

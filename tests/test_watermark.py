@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from newsgen import watermark
-from newsgen.watermark import GreenlistWatermark, Keyring, WatermarkUnavailable, key_id, keyring_with_new_key, load_keyring
+from newsgen.watermark import (
+    GreenlistWatermark,
+    Keyring,
+    WatermarkUnavailable,
+    key_id,
+    keyring_with_new_key,
+    load_keyring,
+)
 
 
 def test_a_local_keyring_is_created_once_private_and_reused(tmp_path):
@@ -24,8 +31,15 @@ def test_rotation_keeps_the_old_keys_for_detection():
     assert new.current != old.current and old.current in new.keys and len(new.keys) == 2
 
 
-@pytest.mark.parametrize("text", ["not json", '{"current": "x", "keys": {}}', '{"current": "x", "keys": {"y": 5}}',
-                                  '{"current": "abc", "keys": {"abc": 5}}'])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        '{"current": "x", "keys": {}}',
+        '{"current": "x", "keys": {"y": 5}}',
+        '{"current": "abc", "keys": {"abc": 5}}',
+    ],
+)
 def test_a_broken_keyring_is_refused(tmp_path, text):
     path = tmp_path / "keys.json"
     path.write_text(text)
@@ -42,7 +56,9 @@ def test_the_keyring_is_read_from_an_ssm_secure_string(s3_endpoint):
     import boto3
 
     ring = keyring_with_new_key()
-    boto3.client("ssm").put_parameter(Name="/newsgen/test/watermark", Value=ring.model_dump_json(), Type="SecureString", Overwrite=True)
+    boto3.client("ssm").put_parameter(
+        Name="/newsgen/test/watermark", Value=ring.model_dump_json(), Type="SecureString", Overwrite=True
+    )
     assert load_keyring(parameter="/newsgen/test/watermark") == ring
     with pytest.raises(WatermarkUnavailable, match="cannot be read") as missing:
         load_keyring(parameter="/newsgen/test/absent")

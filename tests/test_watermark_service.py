@@ -54,7 +54,11 @@ def test_every_generated_text_is_marked_and_detected_even_lightly_edited(api):
     texts = []
     for seed in range(4):
         body = article(api, seed)
-        assert body["provenance"]["watermark"] == {"scheme": "kgw-lefthash-1", "key_id": key_id, "detect": "POST /v1/detect"}
+        assert body["provenance"]["watermark"] == {
+            "scheme": "kgw-lefthash-1",
+            "key_id": key_id,
+            "detect": "POST /v1/detect",
+        }
         texts.append(body["results"][0]["text"])
     results = detect(api, *texts, *(edit_words(t, 0.1, i) for i, t in enumerate(texts)))
     assert all(r["verdict"] == "watermarked" and r["key_id"] == key_id for r in results), results
@@ -104,10 +108,12 @@ def test_greedy_and_beam_search_are_marked_too(api, service_for, published, monk
     from handlers import api as handler
 
     requests = [{"do_sample": False, "max_new_tokens": 40}, {"num_beams": 2, "max_new_tokens": 40}]
-    marked = [api("POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": p})[1] for p in requests]
+    marked = [
+        api("POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": p})[1] for p in requests
+    ]
     monkeypatch.setattr(handler, "service", service_for(published["bucket"], watermark=False))
     plain = [api("POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": p})[1] for p in requests]
-    for with_mark, without in zip(marked, plain):
+    for with_mark, without in zip(marked, plain, strict=False):
         assert with_mark["provenance"]["watermark"] and without["provenance"]["watermark"] is None
         assert with_mark["results"][0]["text"] != without["results"][0]["text"]
 
@@ -132,12 +138,19 @@ def test_detect_requests_are_validated(api):
 
 def test_batch_jobs_are_marked_and_detect_lines_check_texts(pipeline, api):
     text = article(api, 3)["results"][0]["text"]
-    body = "\n".join(json.dumps(line) for line in [
-        {"id": "gen", "task": "article", "headline": "Storm closes the bridge", "parameters": {**LONG, "seed": 2}},
-        {"id": "check", "task": "detect", "text": text},
-        {"id": "human", "task": "detect", "text": "The council met on Tuesday and voted to fund the new library wing."},
-        {"id": "bad", "task": "detect", "prompt": "no text"},
-    ]).encode()
+    body = "\n".join(
+        json.dumps(line)
+        for line in [
+            {"id": "gen", "task": "article", "headline": "Storm closes the bridge", "parameters": {**LONG, "seed": 2}},
+            {"id": "check", "task": "detect", "text": text},
+            {
+                "id": "human",
+                "task": "detect",
+                "text": "The council met on Tuesday and voted to fund the new library wing.",
+            },
+            {"id": "bad", "task": "detect", "prompt": "no text"},
+        ]
+    ).encode()
     out = pipeline.run("marks.jsonl", body)
     gen, check, human, bad = out["lines"]
     assert gen["result"]["provenance"]["watermark"]["key_id"]
@@ -171,7 +184,9 @@ def test_peaked_sampling_is_marked_too(api):
     peaked = {**LONG, "temperature": 0.3, "top_p": 0.5, "no_repeat_ngram_size": 3}  # as the demo models decode
     texts = []
     for seed in range(5):
-        status, body = api("POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": {**peaked, "seed": seed}})
+        status, body = api(
+            "POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": {**peaked, "seed": seed}}
+        )
         assert status == 200, body
         texts.append(body["results"][0]["text"])
     verdicts = [r["verdict"] for r in detect(api, *texts)]

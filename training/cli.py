@@ -41,8 +41,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--output", type=Path, required=True)
     k.add_argument("--task", choices=("headline", "article"), default=None, help="default: the teacher's")
     k.add_argument("--student-layers", type=int, default=None, help="default: half the teacher's, at least 1")
-    k.add_argument("--student-init", default="teacher",
-                   help="teacher (its embeddings and evenly spaced blocks), or a local checkpoint / hub name")
+    k.add_argument(
+        "--student-init",
+        default="teacher",
+        help="teacher (its embeddings and evenly spaced blocks), or a local checkpoint / hub name",
+    )
     k.add_argument("--alpha", type=float, default=0.5, help="weight of the KL term (soft targets)")
     k.add_argument("--beta", type=float, default=0.5, help="weight of the cross-entropy term (labels)")
     k.add_argument("--temperature", type=float, default=2.0)
@@ -56,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--n", type=int, default=3)
     s.add_argument("--seed", type=int, default=None)
     s.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's generation_config")
-    s.add_argument("--compare-decoding", action="store_true",
-                   help="one text each under greedy, beam search, top-k, top-p and two temperatures")
+    s.add_argument(
+        "--compare-decoding",
+        action="store_true",
+        help="one text each under greedy, beam search, top-k, top-p and two temperatures",
+    )
 
     u = commands.add_parser("publish", help="upload a trained model to S3 as a new version")
     u.add_argument("--model", type=Path, required=True, help="the --output of `train`")
@@ -65,8 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--prefix", default="models")
     u.add_argument("--task", choices=("headline", "article"), required=True)
     u.add_argument("--version", default=None, help="default: the UTC time, e.g. 20261128T091500Z")
-    u.add_argument("--export", choices=("fp32", "int8"), default="fp32",
-                   help="int8: the quantised weights the server runs (a quarter smaller, loaded without quantising)")
+    u.add_argument(
+        "--export",
+        choices=("fp32", "int8"),
+        default="fp32",
+        help="int8: the quantised weights the server runs (a quarter smaller, loaded without quantising)",
+    )
     u.add_argument("--no-latest", action="store_true", help="publish without moving LATEST")
 
     r = commands.add_parser("set-latest", help="point a task's LATEST at a published version (roll back or forward)")
@@ -90,12 +100,20 @@ def build_parser() -> argparse.ArgumentParser:
     keys = w.add_mutually_exclusive_group(required=True)
     keys.add_argument("--keys-file", type=Path, help="a keyring file (make run's: .newsgen/watermark-keys.json)")
     keys.add_argument("--keys-parameter", help="the SSM SecureString parameter of a deployed stack")
-    w.add_argument("--model", type=Path, default=None,
-                   help="a model directory whose tokenizer to use (default: GPT-2's, with newsgen's special tokens)")
+    w.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a model directory whose tokenizer to use (default: GPT-2's, with newsgen's special tokens)",
+    )
 
     g = commands.add_parser("watermark-keys", help="print a new watermark keyring, or one with a new current key")
-    g.add_argument("--rotate", type=Path, default=None,
-                   help="an existing keyring file: its keys stay (for detection), a new one becomes current")
+    g.add_argument(
+        "--rotate",
+        type=Path,
+        default=None,
+        help="an existing keyring file: its keys stay (for detection), a new one becomes current",
+    )
 
     d = commands.add_parser("demo-data", help="write the project's own synthetic demo corpus (CSV)")
     d.add_argument("--output", type=Path, required=True)
@@ -121,9 +139,24 @@ def add_trainer_arguments(p: argparse.ArgumentParser, learning_rate_help: str | 
 
 
 def trainer_options(args: argparse.Namespace) -> dict:
-    names = ("task", "data", "output", "epochs", "max_steps", "batch_size", "gradient_accumulation_steps",
-             "learning_rate", "warmup_steps", "weight_decay", "logging_steps", "eval_steps", "save_steps",
-             "max_length", "seed", "resume")
+    names = (
+        "task",
+        "data",
+        "output",
+        "epochs",
+        "max_steps",
+        "batch_size",
+        "gradient_accumulation_steps",
+        "learning_rate",
+        "warmup_steps",
+        "weight_decay",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "max_length",
+        "seed",
+        "resume",
+    )
     return {name: getattr(args, name) for name in names}
 
 
@@ -143,8 +176,13 @@ def run(args: argparse.Namespace) -> object:
             seed=args.seed,
             chunk_rows=args.chunk_rows,
         )
-        return {"rows_in": report.rows_in, "rows_out": report.rows_out, "removed": report.removed,
-                "train_rows": report.train_rows, "validation_rows": report.validation_rows}
+        return {
+            "rows_in": report.rows_in,
+            "rows_out": report.rows_out,
+            "removed": report.removed,
+            "train_rows": report.train_rows,
+            "validation_rows": report.validation_rows,
+        }
     if args.command == "train":
         from training.train import TrainOptions, train
 
@@ -153,29 +191,56 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "distill":
         from training.distill import DistillOptions, distill
 
-        report = distill(DistillOptions(
-            teacher=args.teacher, student_layers=args.student_layers, student_init=args.student_init,
-            alpha=args.alpha, beta=args.beta, temperature=args.temperature, cosine_weight=args.cosine_weight,
-            **trainer_options(args),
-        ))
+        report = distill(
+            DistillOptions(
+                teacher=args.teacher,
+                student_layers=args.student_layers,
+                student_init=args.student_init,
+                alpha=args.alpha,
+                beta=args.beta,
+                temperature=args.temperature,
+                cosine_weight=args.cosine_weight,
+                **trainer_options(args),
+            )
+        )
         return {k: report[k] for k in RUN_SUMMARY} | {"student_layers": report["distillation"]["student_layers"]}
     if args.command == "sample":
         from training.sample import compare_decoding, sample
 
         if args.compare_decoding:
-            return compare_decoding(args.model, prompt=args.prompt, headline=args.headline, seed=args.seed,
-                                    max_new_tokens=args.max_new_tokens)
-        return sample(args.model, prompt=args.prompt, headline=args.headline, n=args.n, seed=args.seed,
-                      max_new_tokens=args.max_new_tokens)
+            return compare_decoding(
+                args.model,
+                prompt=args.prompt,
+                headline=args.headline,
+                seed=args.seed,
+                max_new_tokens=args.max_new_tokens,
+            )
+        return sample(
+            args.model,
+            prompt=args.prompt,
+            headline=args.headline,
+            n=args.n,
+            seed=args.seed,
+            max_new_tokens=args.max_new_tokens,
+        )
     if args.command == "publish":
         from training.publish import publish_model
 
         manifest = publish_model(
-            args.model, bucket=args.bucket, prefix=args.prefix, task=args.task, version=args.version,
-            export=args.export, move_latest=not args.no_latest,
+            args.model,
+            bucket=args.bucket,
+            prefix=args.prefix,
+            task=args.task,
+            version=args.version,
+            export=args.export,
+            move_latest=not args.no_latest,
         )
-        return {"task": manifest.task, "version": manifest.version, "files": len(manifest.files),
-                "latest_moved": not args.no_latest}
+        return {
+            "task": manifest.task,
+            "version": manifest.version,
+            "files": len(manifest.files),
+            "latest_moved": not args.no_latest,
+        }
     if args.command == "set-latest":
         from newsgen import artifacts, s3
 
@@ -189,8 +254,11 @@ def run(args: argparse.Namespace) -> object:
 
         versions = {"headline": args.headline_version, "article": args.article_version}
         mirrored = mirror(s3.client(), bucket=args.bucket, prefix=args.prefix, dest=args.output, versions=versions)
-        return {"output": str(args.output), "versions": mirrored,
-                "serve_with": "MODEL_BUCKET=file:///opt/newsgen/baked (in the image built with BAKED_MODELS)"}
+        return {
+            "output": str(args.output),
+            "versions": mirrored,
+            "serve_with": "MODEL_BUCKET=file:///opt/newsgen/baked (in the image built with BAKED_MODELS)",
+        }
     if args.command == "detect":
         from training.detect import detect
 
@@ -213,10 +281,10 @@ def run(args: argparse.Namespace) -> object:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    from botocore.exceptions import BotoCoreError, ClientError
+
     from training.prepare import PrepareError
     from training.train import TrainError
-
-    from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         summary = run(args)

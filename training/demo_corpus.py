@@ -14,26 +14,69 @@ from pathlib import Path
 OUTLETS = ["Harbor Ledger", "Valley Courier", "Northwind Post", "Evening Lantern"]
 PLACES = ["Harborview", "Pine Hollow", "Westmere", "Marlow Bay", "Eastbrook", "Stonefield", "Larkspur", "Redwater"]
 SUBJECTS = [
-    "City council", "The county board", "State lawmakers", "A federal judge", "Transit officials",
-    "Local farmers", "School board members", "Health officials", "The mayor", "Researchers",
-    "Union leaders", "Hospital administrators", "Volunteer firefighters", "The water authority",
-    "Small business owners", "Parents", "The governor", "Housing advocates", "Police officials", "Museum curators",
+    "City council",
+    "The county board",
+    "State lawmakers",
+    "A federal judge",
+    "Transit officials",
+    "Local farmers",
+    "School board members",
+    "Health officials",
+    "The mayor",
+    "Researchers",
+    "Union leaders",
+    "Hospital administrators",
+    "Volunteer firefighters",
+    "The water authority",
+    "Small business owners",
+    "Parents",
+    "The governor",
+    "Housing advocates",
+    "Police officials",
+    "Museum curators",
 ]
 SINGULAR = {"City council", "The county board", "A federal judge", "The mayor", "The water authority", "The governor"}
 ACTIONS = [
-    "approves plan to expand", "rejects proposal to cut", "opens an inquiry into", "warns of rising costs for",
-    "unveils new budget for", "delays vote on", "pledges more money for", "questions the future of",
-    "calls for review of", "celebrates record year for", "sues over changes to", "weighs new rules for",
+    "approves plan to expand",
+    "rejects proposal to cut",
+    "opens an inquiry into",
+    "warns of rising costs for",
+    "unveils new budget for",
+    "delays vote on",
+    "pledges more money for",
+    "questions the future of",
+    "calls for review of",
+    "celebrates record year for",
+    "sues over changes to",
+    "weighs new rules for",
 ]
 OBJECTS = [
-    "public libraries", "the downtown bike network", "rural broadband service", "the old river bridge",
-    "summer jobs for teenagers", "wildfire prevention crews", "the harbor ferry line", "school lunch programs",
-    "affordable housing projects", "the regional airport", "community health clinics", "the farmers market",
-    "storm drain repairs", "night bus routes", "the city orchestra", "coastal flood defenses",
+    "public libraries",
+    "the downtown bike network",
+    "rural broadband service",
+    "the old river bridge",
+    "summer jobs for teenagers",
+    "wildfire prevention crews",
+    "the harbor ferry line",
+    "school lunch programs",
+    "affordable housing projects",
+    "the regional airport",
+    "community health clinics",
+    "the farmers market",
+    "storm drain repairs",
+    "night bus routes",
+    "the city orchestra",
+    "coastal flood defenses",
 ]
 TAILS = [
-    "after a long debate", "despite loud protests", "as winter approaches", "amid budget worries",
-    "in a close vote", "after months of delay", "ahead of the election", "following a heated meeting",
+    "after a long debate",
+    "despite loud protests",
+    "as winter approaches",
+    "amid budget worries",
+    "in a close vote",
+    "after months of delay",
+    "ahead of the election",
+    "following a heated meeting",
 ]
 OPENINGS = [
     "{subject} in {place} on {day} {action_past} {object}, a decision that {reaction}.",
@@ -56,15 +99,31 @@ CLOSINGS = [
     "The debate is likely to continue well into next year.",
     "Opponents said they would keep pressing for changes.",
 ]
-REACTIONS = ["surprised many residents", "drew praise from neighbors", "angered some longtime critics", "was widely expected"]
+REACTIONS = [
+    "surprised many residents",
+    "drew praise from neighbors",
+    "angered some longtime critics",
+    "was widely expected",
+]
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
 
 
 def _past(action: str) -> str:
     verb, _, rest = action.partition(" ")
-    irregular = {"approves": "approved", "rejects": "rejected", "opens": "opened", "warns": "warned",
-                 "unveils": "unveiled", "delays": "delayed", "pledges": "pledged", "questions": "questioned",
-                 "calls": "called", "celebrates": "celebrated", "sues": "sued", "weighs": "weighed"}
+    irregular = {
+        "approves": "approved",
+        "rejects": "rejected",
+        "opens": "opened",
+        "warns": "warned",
+        "unveils": "unveiled",
+        "delays": "delayed",
+        "pledges": "pledged",
+        "questions": "questioned",
+        "calls": "called",
+        "celebrates": "celebrated",
+        "sues": "sued",
+        "weighs": "weighed",
+    }
     return f"{irregular.get(verb, verb)} {rest}".strip()
 
 
@@ -75,9 +134,14 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         action = action.replace("s ", " ", 1)  # "approves plan" -> "approve plan"
     title = f"{subject} in {place} {action} {obj} {rng.choice(TAILS)}"
     values = {
-        "subject": f"{subject}", "subject_lower": subject[0].lower() + subject[1:], "place": place,
-        "object": obj, "day": rng.choice(DAYS), "action_past": _past(action).replace(" plan to", " a plan to"),
-        "reaction": rng.choice(REACTIONS), "number": rng.randint(2, 90) * 100,
+        "subject": f"{subject}",
+        "subject_lower": subject[0].lower() + subject[1:],
+        "place": place,
+        "object": obj,
+        "day": rng.choice(DAYS),
+        "action_past": _past(action).replace(" plan to", " a plan to"),
+        "reaction": rng.choice(REACTIONS),
+        "number": rng.randint(2, 90) * 100,
     }
     sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(2, 4)), rng.choice(CLOSINGS)]
     content = " ".join(s.format(**values) for s in sentences)
@@ -95,6 +159,18 @@ def write_demo_csv(path: Path, rows: int = 600, seed: int = 7) -> Path:
             title, outlet, content = story(rng)
             # Like the real dataset, titles carry the outlet's name; some as a prefix.
             title = f"{title} - The {outlet}" if i % 5 else f"{outlet}: {title}"
-            writer.writerow([i, 100000 + i, title, outlet, "Newsgen Demo Desk", "2026-01-01", 2026, 1,
-                             f"https://example.invalid/demo/{i}", content])
+            writer.writerow(
+                [
+                    i,
+                    100000 + i,
+                    title,
+                    outlet,
+                    "Newsgen Demo Desk",
+                    "2026-01-01",
+                    2026,
+                    1,
+                    f"https://example.invalid/demo/{i}",
+                    content,
+                ]
+            )
     return path

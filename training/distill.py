@@ -113,7 +113,9 @@ def distill(options: DistillOptions) -> dict:
     if not options.task:
         raise TrainError(f"--teacher {teacher_dir} has no training_report.json naming its task; pass --task")
     if report.get("task", options.task) != options.task:
-        raise TrainError(f"--teacher {teacher_dir} is a {report['task']} model; it cannot teach the {options.task} task")
+        raise TrainError(
+            f"--teacher {teacher_dir} is a {report['task']} model; it cannot teach the {options.task} task"
+        )
     for name in ("alpha", "beta", "cosine_weight"):
         if getattr(options, name) < 0:
             raise TrainError(f"--{name.replace('_', '-')} must be >= 0")

@@ -9,8 +9,16 @@ from pathlib import Path
 from training.dataset import IGNORE_INDEX, build_dataset
 
 
-def perplexity(model, tokenizer, data_dir: Path, task: str, *, split: str = "validation", max_length: int = 256,
-               batch_size: int = 16) -> float:
+def perplexity(
+    model,
+    tokenizer,
+    data_dir: Path,
+    task: str,
+    *,
+    split: str = "validation",
+    max_length: int = 256,
+    batch_size: int = 16,
+) -> float:
     import torch
 
     examples = build_dataset(data_dir, split, task, tokenizer, max_length)
@@ -31,7 +39,10 @@ def perplexity(model, tokenizer, data_dir: Path, task: str, *, split: str = "val
             logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1]
             targets = labels[:, 1:]
             loss = torch.nn.functional.cross_entropy(
-                logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum"
+                logits.reshape(-1, logits.shape[-1]).float(),
+                targets.reshape(-1),
+                ignore_index=IGNORE_INDEX,
+                reduction="sum",
             )
             total_loss += loss.item()
             total_tokens += int((targets != IGNORE_INDEX).sum())

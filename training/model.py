@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from newsgen.prompt import SEP
-
 from training.tokenizer import TINY
 
 # Small enough to train in minutes on a laptop CPU; big enough to learn the prompt format.

@@ -53,9 +53,7 @@ class PrepareError(Exception):
 class Report:
     inputs: list[str]
     rows_in: int = 0
-    removed: dict[str, int] = field(
-        default_factory=lambda: {"empty_title": 0, "short_title": 0, "duplicate_title": 0}
-    )
+    removed: dict[str, int] = field(default_factory=lambda: {"empty_title": 0, "short_title": 0, "duplicate_title": 0})
     titles_with_publication_removed: int = 0
     rows_without_article: int = 0
     rows_out: int = 0
@@ -170,8 +168,17 @@ def prepare(
         with tqdm(unit=" rows", desc="prepare", disable=not progress) as bar:
             for path in inputs:
                 for chunk in read_chunks(Path(path), chunk_rows):
-                    _prepare_chunk(chunk, report, cleaner, seen, files, min_title_words, max_article_words,
-                                   validation_fraction, seed)
+                    _prepare_chunk(
+                        chunk,
+                        report,
+                        cleaner,
+                        seen,
+                        files,
+                        min_title_words,
+                        max_article_words,
+                        validation_fraction,
+                        seed,
+                    )
                     bar.update(len(chunk))
     finally:
         for handle in files.values():
@@ -191,7 +198,7 @@ def prepare(
 
 
 def _prepare_chunk(chunk, report, cleaner, seen, files, min_words, max_article_words, fraction, seed) -> None:
-    for title, publication, content in zip(chunk["title"], chunk["publication"], chunk["content"]):
+    for title, publication, content in zip(chunk["title"], chunk["publication"], chunk["content"], strict=False):
         report.rows_in += 1
         title = WHITESPACE.sub(" ", title or "").strip()
         if not title or title.lower() in ("nan", "null", "none"):

@@ -46,8 +46,11 @@ def stage_int8(model_dir: Path, staging: Path) -> Path:
             if file.is_file() and not file.name.startswith("model"):
                 shutil.copy2(file, staging / file.name)
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
-    save_file(int8_tensors(quantize_int8(model.eval())), str(staging / artifacts.INT8_WEIGHTS),
-              metadata={"format": "pt", "newsgen_export": "int8"})
+    save_file(
+        int8_tensors(quantize_int8(model.eval())),
+        str(staging / artifacts.INT8_WEIGHTS),
+        metadata={"format": "pt", "newsgen_export": "int8"},
+    )
     return staging
 
 
@@ -83,8 +86,9 @@ def publish_model(
             export=export,
         )
         total = sum(entry.size for entry in manifest.files)
-        with tqdm(total=total, unit="B", unit_scale=True, desc=f"publish {task} {version} ({export})",
-                  disable=not progress) as bar:
+        with tqdm(
+            total=total, unit="B", unit_scale=True, desc=f"publish {task} {version} ({export})", disable=not progress
+        ) as bar:
             return artifacts.publish(
                 s3.client(),
                 source,

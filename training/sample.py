@@ -62,7 +62,9 @@ def load_local(model_dir: Path) -> LoadedModel:
         raise
     except Exception as exc:  # transformers raises many types for a malformed checkpoint
         raise UnsupportedArtifact(f"--model {model_dir} is not a loadable checkpoint: {exc}") from exc
-    return LoadedModel(task=manifest.task, version=LOCAL_VERSION, manifest=manifest, path=model_dir, model=model, tokenizer=tokenizer)
+    return LoadedModel(
+        task=manifest.task, version=LOCAL_VERSION, manifest=manifest, path=model_dir, model=model, tokenizer=tokenizer
+    )
 
 
 def prompt_for(loaded: LoadedModel, text: str, headline: str | None) -> tuple[str, str, str]:
@@ -81,15 +83,24 @@ def parameters(**values) -> GenerationParameters:
     try:
         return GenerationParameters(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:  # one line for the command line, not pydantic's block
-        raise ValueError("; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())) from None
+        raise ValueError(
+            "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
+        ) from None
 
 
 def finished(prefix: str, result: GeneratedText) -> str:
     return (prefix + result.text).strip()
 
 
-def sample(model_dir: Path, *, prompt: str = "", headline: str | None = None, n: int = 3, seed: int | None = None,
-           max_new_tokens: int | None = None) -> str:
+def sample(
+    model_dir: Path,
+    *,
+    prompt: str = "",
+    headline: str | None = None,
+    n: int = 3,
+    seed: int | None = None,
+    max_new_tokens: int | None = None,
+) -> str:
     if not 1 <= n <= MAX_RESULTS:
         raise ValueError(f"--n must be 1 to {MAX_RESULTS}, not {n}")
     params = parameters(seed=seed, max_new_tokens=max_new_tokens)
@@ -103,8 +114,14 @@ def sample(model_dir: Path, *, prompt: str = "", headline: str | None = None, n:
     return "\n".join(lines)
 
 
-def compare_decoding(model_dir: Path, *, prompt: str = "", headline: str | None = None, seed: int | None = None,
-                     max_new_tokens: int | None = None) -> str:
+def compare_decoding(
+    model_dir: Path,
+    *,
+    prompt: str = "",
+    headline: str | None = None,
+    seed: int | None = None,
+    max_new_tokens: int | None = None,
+) -> str:
     """The same prompt under each decoding strategy, one text each, as a plain table."""
     seed = COMPARE_SEED if seed is None else seed
     settings = [
@@ -119,7 +136,7 @@ def compare_decoding(model_dir: Path, *, prompt: str = "", headline: str | None 
         rows.append((label, f"{result.generated_tokens} {result.finish_reason}", finished(prefix, result)))
 
     defaults = loaded.model.generation_config
-    label_width, tokens_width = (max(len(row[i]) for row in rows + [("decoding", "tokens, finish")]) for i in (0, 1))
+    label_width, tokens_width = (max(len(row[i]) for row in [*rows, ("decoding", "tokens, finish")]) for i in (0, 1))
     lines = [
         f"{header(loaded, asked)}, seed {seed} for every sampled row",
         f"from generation_config.json: repetition_penalty {defaults.repetition_penalty}, "

@@ -193,7 +193,9 @@ def fit(trainer, options: TrainOptions, *, base_model: str, extra: dict | None =
         # nothing pickled may travel with an artifact.
         Path(options.output, "training_args.bin").unlink(missing_ok=True)
         Path(options.output, "training_report.json").write_text(json.dumps(report, indent=2))
-        plot_losses(trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({base_model})")
+        plot_losses(
+            trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({base_model})"
+        )
     return report
 
 
@@ -207,9 +209,9 @@ def plot_losses(history: list[dict], path: Path, title: str) -> None:
     evals = [(h["step"], h["eval_loss"]) for h in history if "eval_loss" in h]
     fig, ax = plt.subplots(figsize=(7, 4))
     if train:
-        ax.plot(*zip(*train), label="train")
+        ax.plot(*zip(*train, strict=False), label="train")
     if evals:
-        ax.plot(*zip(*evals), marker="o", label="validation")
+        ax.plot(*zip(*evals, strict=False), marker="o", label="validation")
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title(title)

@@ -20,10 +20,14 @@ def clients(endpoint: str | None):
     import boto3
     from botocore.config import Config
 
-    local = {"endpoint_url": endpoint, "aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint else {}
+    local = (
+        {"endpoint_url": endpoint, "aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint else {}
+    )
     config = Config(retries={"max_attempts": 1})
-    return (boto3.client("s3", region_name="us-east-1", config=config, **local),
-            boto3.client("sqs", region_name="us-east-1", config=config, **local))
+    return (
+        boto3.client("s3", region_name="us-east-1", config=config, **local),
+        boto3.client("sqs", region_name="us-east-1", config=config, **local),
+    )
 
 
 def submit(args) -> None:
@@ -44,7 +48,9 @@ def submit(args) -> None:
     summary: dict = {}
     while time.monotonic() < deadline:
         try:
-            summary = json.loads(s3.get_object(Bucket=args.bucket, Key=batch.summary_key(args.file.name))["Body"].read())
+            summary = json.loads(
+                s3.get_object(Bucket=args.bucket, Key=batch.summary_key(args.file.name))["Body"].read()
+            )
         except s3.exceptions.NoSuchKey:
             summary = {}
         # The answer to this upload, not to an earlier one of the same name.
@@ -52,8 +58,10 @@ def submit(args) -> None:
             break
         time.sleep(1)
     else:
-        sys.exit(f"error: no answer after {args.timeout:.0f}s (last summary: {summary.get('status', 'none')}); "
-                 "see the `make run` output")
+        sys.exit(
+            f"error: no answer after {args.timeout:.0f}s (last summary: {summary.get('status', 'none')}); "
+            "see the `make run` output"
+        )
     print(json.dumps(summary, indent=2, ensure_ascii=False))
     if summary["status"] == "failed":
         sys.exit(f"error: the job failed: {summary.get('reason')}")

@@ -38,8 +38,9 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 ROOT = Path(__file__).resolve().parents[2]
 SAM_VENV = ROOT / ".venv-sam"
@@ -50,15 +51,30 @@ HOST = "127.0.0.1"
 
 # name → (handler, memory MB, timeout s, environment), as template.yaml declares the functions.
 FUNCTIONS: dict[str, tuple[str, int, int, dict[str, str]]] = {
-    "api": ("handlers.api.lambda_handler", 2048, 28,
-            {"POWERTOOLS_SERVICE_NAME": "newsgen-api", "PRELOAD_MODELS": "true", "TIME_MARGIN_MS": "1500"}),
-    "batch-dispatch": ("handlers.batch.dispatch_handler", 512, 300,
-                       {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50",
-                        "BATCH_CHUNK_TOKENS": "16384"}),
-    "batch-worker": ("handlers.batch.worker_handler", 2048, 900,
-                     {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-worker", "PRELOAD_MODELS": "true"}),
-    "batch-dead-letters": ("handlers.batch.dead_letter_handler", 512, 120,
-                           {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dead-letters"}),
+    "api": (
+        "handlers.api.lambda_handler",
+        2048,
+        28,
+        {"POWERTOOLS_SERVICE_NAME": "newsgen-api", "PRELOAD_MODELS": "true", "TIME_MARGIN_MS": "1500"},
+    ),
+    "batch-dispatch": (
+        "handlers.batch.dispatch_handler",
+        512,
+        300,
+        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50", "BATCH_CHUNK_TOKENS": "16384"},
+    ),
+    "batch-worker": (
+        "handlers.batch.worker_handler",
+        2048,
+        900,
+        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-worker", "PRELOAD_MODELS": "true"},
+    ),
+    "batch-dead-letters": (
+        "handlers.batch.dead_letter_handler",
+        512,
+        120,
+        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dead-letters"},
+    ),
 }
 # The settings each function reads from names the template gives as references (newsgen.settings.Settings):
 # local_env sets them from its arguments.
@@ -162,8 +178,9 @@ class Invoker:
         return [self.process.pid, *_descendants(self.process.pid)]
 
     def __call__(self, event: dict, timeout_s: float | None = None) -> dict:
-        request = urllib.request.Request(self.url, data=json.dumps(event).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.url, data=json.dumps(event).encode(), method="POST", headers={"Content-Type": "application/json"}
+        )
         started = time.perf_counter()
         try:
             with urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s) as response:
@@ -240,9 +257,14 @@ def emulated_function(
         child_env.setdefault("AWS_REGION", child_env["AWS_DEFAULT_REGION"])
     command = [
         str(rie),
-        "--runtime-interface-emulator-address", f"{HOST}:{port}",
-        "--runtime-api-address", f"{HOST}:{api_port}",
-        python, "-m", "awslambdaric", handler,
+        "--runtime-interface-emulator-address",
+        f"{HOST}:{port}",
+        "--runtime-api-address",
+        f"{HOST}:{api_port}",
+        python,
+        "-m",
+        "awslambdaric",
+        handler,
     ]
     with contextlib.ExitStack() as stack:
         log_path = None
@@ -253,8 +275,15 @@ def emulated_function(
         if isinstance(log, Path):
             log_path = log
             log = stack.enter_context(open(log, "ab"))
-        process = subprocess.Popen(command, cwd=ROOT, env=child_env, stdin=subprocess.DEVNULL, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=child_env,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         stack.callback(_stop, process)
         invoker = Invoker(f"http://{HOST}:{port}{INVOKE_PATH}", process, log_path, timeout_s=timeout_s + 60)
         deadline = time.monotonic() + startup_timeout_s
@@ -266,13 +295,24 @@ def emulated_function(
                 if sock.connect_ex((HOST, port)) == 0:
                     break
             if time.monotonic() > deadline:
-                raise RieError(f"the emulator did not listen on {HOST}:{port} within {startup_timeout_s:.0f}s{invoker._tail()}")
+                raise RieError(
+                    f"the emulator did not listen on {HOST}:{port} within {startup_timeout_s:.0f}s{invoker._tail()}"
+                )
             time.sleep(0.05)
         yield invoker
 
 
-def local_env(endpoint: str, function: str, *, model_bucket: str, model_prefix: str, cache_dir: Path,
-              watermark_keys_file: Path, queue_url: str | None = None, results_bucket: str | None = None) -> dict[str, str]:
+def local_env(
+    endpoint: str,
+    function: str,
+    *,
+    model_bucket: str,
+    model_prefix: str,
+    cache_dir: Path,
+    watermark_keys_file: Path,
+    queue_url: str | None = None,
+    results_bucket: str | None = None,
+) -> dict[str, str]:
     """The environment of a function that talks to a local S3/SQS (moto) at `endpoint`."""
     env = {
         "AWS_ENDPOINT_URL": endpoint,
@@ -305,13 +345,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--endpoint", default="http://127.0.0.1:5001", help="the local S3/SQS of `make run`")
     parser.add_argument("--model-bucket", default=BUCKET)
     parser.add_argument("--model-prefix", default=PREFIX)
-    parser.add_argument("--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: the URL of {BATCH_QUEUE} at --endpoint)")
+    parser.add_argument(
+        "--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: the URL of {BATCH_QUEUE} at --endpoint)"
+    )
     parser.add_argument("--results-bucket", default=BATCH_BUCKET, help="RESULTS_BUCKET of the dead-letter recorder")
-    parser.add_argument("--put-example-input", action="store_true",
-                        help=f"first put the upload the bundled batch events describe (s3://{EXAMPLE_BUCKET}/{EXAMPLE_KEY})")
+    parser.add_argument(
+        "--put-example-input",
+        action="store_true",
+        help=f"first put the upload the bundled batch events describe (s3://{EXAMPLE_BUCKET}/{EXAMPLE_KEY})",
+    )
     parser.add_argument("--cache-dir", type=Path, default=ROOT / ".newsgen" / "rie" / "cache")
     parser.add_argument("--port", type=int, default=None, help="the emulator's port on 127.0.0.1 (default: a free one)")
-    parser.add_argument("--timeout", type=int, default=None, help="AWS_LAMBDA_FUNCTION_TIMEOUT (default: template.yaml's)")
+    parser.add_argument(
+        "--timeout", type=int, default=None, help="AWS_LAMBDA_FUNCTION_TIMEOUT (default: template.yaml's)"
+    )
     parser.add_argument("--quiet", action="store_true", help="do not show the emulator's and function's log on stderr")
     args = parser.parse_args(argv)
     try:
@@ -324,8 +371,13 @@ def main(argv: list[str] | None = None) -> None:
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client_args = dict(endpoint_url=args.endpoint, region_name="us-east-1", aws_access_key_id="local",
-                       aws_secret_access_key="local", config=Config(retries={"max_attempts": 1}, connect_timeout=3))
+    client_args = dict(
+        endpoint_url=args.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="local",
+        aws_secret_access_key="local",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=3),
+    )
     try:
         if args.function == "api":
             boto3.client("s3", **client_args).head_bucket(Bucket=args.model_bucket)
@@ -335,22 +387,40 @@ def main(argv: list[str] | None = None) -> None:
         if args.function == "batch-dispatch" and not queue_url:
             queue_url = boto3.client("sqs", **client_args).get_queue_url(QueueName=BATCH_QUEUE)["QueueUrl"]
     except (BotoCoreError, ClientError) as exc:
-        sys.exit(f"error: the local S3/SQS at {args.endpoint} is not ready ({exc}); start `make run` first "
-                 f"(it serves s3://{args.model_bucket}, s3://{BATCH_BUCKET} and the {BATCH_QUEUE} queue)")
-    env = local_env(args.endpoint, args.function, model_bucket=args.model_bucket, model_prefix=args.model_prefix,
-                    cache_dir=args.cache_dir.resolve(), watermark_keys_file=WATERMARK_KEYS.resolve(), queue_url=queue_url,
-                    results_bucket=args.results_bucket if args.function == "batch-dead-letters" else None)
+        sys.exit(
+            f"error: the local S3/SQS at {args.endpoint} is not ready ({exc}); start `make run` first "
+            f"(it serves s3://{args.model_bucket}, s3://{BATCH_BUCKET} and the {BATCH_QUEUE} queue)"
+        )
+    env = local_env(
+        args.endpoint,
+        args.function,
+        model_bucket=args.model_bucket,
+        model_prefix=args.model_prefix,
+        cache_dir=args.cache_dir.resolve(),
+        watermark_keys_file=WATERMARK_KEYS.resolve(),
+        queue_url=queue_url,
+        results_bucket=args.results_bucket if args.function == "batch-dead-letters" else None,
+    )
     log = subprocess.DEVNULL if args.quiet else sys.stderr
     try:
-        with emulated_function(handler, env, args.port, function_name=f"newsgen-{args.function}", memory_mb=memory_mb,
-                               timeout_s=args.timeout or timeout_s, log=log) as invoke:
+        with emulated_function(
+            handler,
+            env,
+            args.port,
+            function_name=f"newsgen-{args.function}",
+            memory_mb=memory_mb,
+            timeout_s=args.timeout or timeout_s,
+            log=log,
+        ) as invoke:
             response = invoke(event)
     except RieError as exc:
         sys.exit(f"error: {exc}")
     sys.stderr.flush()
     print(json.dumps(response, indent=2, ensure_ascii=False))
-    print(f"# {args.function}: {handler} answered in {invoke.durations[-1]:.2f}s (cold: includes the init phase)",
-          file=sys.stderr)
+    print(
+        f"# {args.function}: {handler} answered in {invoke.durations[-1]:.2f}s (cold: includes the init phase)",
+        file=sys.stderr,
+    )
     if isinstance(response, dict) and "errorType" in response and "errorMessage" in response:
         sys.exit(1)
 

@@ -79,9 +79,26 @@ def ensure_models(workdir: Path, data: Path | None, steps: dict[str, int]) -> di
         print(f"training the demo {task} model ({steps[task]} steps, CPU)…", flush=True)
         resume = ["--resume"] if any((path / "checkpoints").glob("checkpoint-*")) else []
         training(
-            ["train", "--task", task, "--data", str(prepared), "--output", str(path), "--base", "tiny",
-             "--max-steps", str(steps[task]), "--eval-steps", "100", "--save-steps", "100",
-             "--batch-size", "16" if task == "headline" else "8", *resume]
+            [
+                "train",
+                "--task",
+                task,
+                "--data",
+                str(prepared),
+                "--output",
+                str(path),
+                "--base",
+                "tiny",
+                "--max-steps",
+                str(steps[task]),
+                "--eval-steps",
+                "100",
+                "--save-steps",
+                "100",
+                "--batch-size",
+                "16" if task == "headline" else "8",
+                *resume,
+            ]
         )
         print(f"trained {task} in {time.perf_counter() - started:.0f}s", flush=True)
     return models
@@ -118,7 +135,9 @@ def start_batch(endpoint: str):
     return Pollers(
         S3Trigger(s3, BATCH_BUCKET, handlers.dispatch_handler),
         SqsTrigger(sqs, queue_url, handlers.worker_handler),
-        SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function_name="newsgen-batch-dead-letters"),
+        SqsTrigger(
+            sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function_name="newsgen-batch-dead-letters"
+        ),
     ).start()
 
 
@@ -168,9 +187,9 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"\nnewsgen is up in {time.perf_counter() - started:.0f}s: {url}  (Ctrl-C stops it)\n"
             f"  curl -s -XPOST {url}/v1/headlines -d '{{\"n\":2}}'\n"
-            f"  curl -s -XPOST {url}/v1/articles -d '{{\"headline\":\"City council approves a new harbor ferry line after a long debate\"}}'\n"
+            f'  curl -s -XPOST {url}/v1/articles -d \'{{"headline":"City council approves a new harbor ferry line after a long debate"}}\'\n'
             f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"
-            f"  curl -s -XPOST {url}/v1/detect -d '{{\"text\":\"…a generated article…\"}}'    (is it watermarked?)\n"
+            f'  curl -s -XPOST {url}/v1/detect -d \'{{"text":"…a generated article…"}}\'    (is it watermarked?)\n'
             f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json    ·    docs: {url}/docs\n"
             f"  make batch FILE=prompts.jsonl    (drops it into s3://{BATCH_BUCKET}/batch/in/)\n",
             flush=True,

@@ -11,9 +11,9 @@ import json
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 from urllib.parse import parse_qs, urlsplit
 
 # API Gateway's own limit for payloads; our handler applies the smaller MAX_BODY_BYTES itself.

@@ -14,7 +14,7 @@ import json
 import threading
 import time
 import uuid
-from typing import Callable
+from collections.abc import Callable
 
 from infra.local.server import LocalContext
 
@@ -50,8 +50,17 @@ def s3_event(bucket: str, key: str, size: int, etag: str, sequencer: str | None 
                 "s3": {
                     "s3SchemaVersion": "1.0",
                     "configurationId": "batch-in",
-                    "bucket": {"name": bucket, "ownerIdentity": {"principalId": "local"}, "arn": f"arn:aws:s3:::{bucket}"},
-                    "object": {"key": key, "size": size, "eTag": etag.strip('"'), "sequencer": sequencer or f"{time.time_ns():X}"},
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "local"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    "object": {
+                        "key": key,
+                        "size": size,
+                        "eTag": etag.strip('"'),
+                        "sequencer": sequencer or f"{time.time_ns():X}",
+                    },
                 },
             }
         ]
@@ -91,18 +100,30 @@ class S3Trigger:
                 if upload in self.seen:
                     continue
                 self.seen.add(upload)
-                self.handler(s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"]), LocalContext(
-                    function_name="newsgen-batch-dispatch", deadline=time.monotonic() + 60))
+                self.handler(
+                    s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"]),
+                    LocalContext(function_name="newsgen-batch-dispatch", deadline=time.monotonic() + 60),
+                )
                 fired += 1
         return fired
 
 
 class SqsTrigger:
-    def __init__(self, sqs, queue_url: str, handler: Callable, *, batch_size: int = 1, timeout_s: float = 900,
-                 function_name: str = "newsgen-batch-worker"):
+    def __init__(
+        self,
+        sqs,
+        queue_url: str,
+        handler: Callable,
+        *,
+        batch_size: int = 1,
+        timeout_s: float = 900,
+        function_name: str = "newsgen-batch-worker",
+    ):
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
         self.batch_size, self.timeout_s, self.function_name = batch_size, timeout_s, function_name
-        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
 
     def poll_once(self, wait_s: int = 0) -> int:
         """Deliver one batch of messages to the worker; returns how many were received."""
@@ -138,7 +159,7 @@ class Pollers:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="newsgen-local-triggers", daemon=True)
 
-    def start(self) -> "Pollers":
+    def start(self) -> Pollers:
         self._thread.start()
         return self
 

@@ -16,8 +16,9 @@ import datetime as dt
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -174,7 +175,7 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
 
 
 def new_version_name(now: dt.datetime | None = None) -> str:
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     return now.strftime("%Y%m%dT%H%M%SZ")
 
 
@@ -218,7 +219,7 @@ def build_manifest(
         metrics=metrics or {},
         data_fingerprint=data_fingerprint,
         export=export,
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
 
 
@@ -294,11 +295,20 @@ def claim_version(s3, bucket: str, base: str, manifest: Manifest) -> None:
     no conditional multipart upload to guard each file with); one that finds its own — the same publish run
     again after an interruption, or a twin with the same files — goes on, since it writes the same bytes."""
     fingerprint = files_fingerprint(manifest)
-    claim = {"task": manifest.task, "version": manifest.version, "files_sha256": fingerprint,
-             "created_at": manifest.created_at}
+    claim = {
+        "task": manifest.task,
+        "version": manifest.version,
+        "files_sha256": fingerprint,
+        "created_at": manifest.created_at,
+    }
     try:
-        s3.put_object(Bucket=bucket, Key=base + CLAIM_NAME, Body=json.dumps(claim, indent=2).encode(),
-                      ContentType="application/json", IfNoneMatch="*")
+        s3.put_object(
+            Bucket=bucket,
+            Key=base + CLAIM_NAME,
+            Body=json.dumps(claim, indent=2).encode(),
+            ContentType="application/json",
+            IfNoneMatch="*",
+        )
         return
     except s3.exceptions.ClientError as exc:
         if not _lost_race(exc):
@@ -319,7 +329,9 @@ def set_latest(s3, *, bucket: str, prefix: str, task: str, version: str) -> None
     """Point LATEST at a version whose manifest exists (publish, or roll back to an older version)."""
     check_version_name(version)
     if not object_exists(s3, bucket, version_prefix(prefix, task, version) + MANIFEST_NAME):
-        raise ArtifactNotFound(f"{task} version {version} has no manifest in s3://{bucket}/{task_prefix(prefix, task)}/")
+        raise ArtifactNotFound(
+            f"{task} version {version} has no manifest in s3://{bucket}/{task_prefix(prefix, task)}/"
+        )
     s3.put_object(Bucket=bucket, Key=latest_key(prefix, task), Body=version.encode(), ContentType="text/plain")
 
 
@@ -338,7 +350,9 @@ def read_manifest(s3, *, bucket: str, prefix: str, task: str, version: str) -> M
     try:
         raw = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        raise ArtifactNotFound(f"{task} version {version} is not published: s3://{bucket}/{key} does not exist") from None
+        raise ArtifactNotFound(
+            f"{task} version {version} is not published: s3://{bucket}/{key} does not exist"
+        ) from None
     manifest = parse_manifest(raw, where=f"s3://{bucket}/{key}")
     if manifest.task != task or manifest.version != version:
         raise UnsupportedArtifact(

@@ -138,7 +138,9 @@ def _processors(decoding: dict, watermark=None):
     return processors
 
 
-def _decode(model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, time_budget_s, watermark=None):
+def _decode(
+    model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, time_budget_s, watermark=None
+):
     """Greedy or sampled decoding over the KV cache with transformers' logits processors.
 
     Written out rather than calling generate(): per token it skips generate's general-purpose bookkeeping,
@@ -182,14 +184,16 @@ def _decode(model, tokenizer, encoded, decoding: dict, n: int, params: Generatio
             break
         attention = torch.cat([attention, torch.ones((rows, 1), dtype=attention.dtype)], dim=1)
         positions = positions[:, -1:] + 1
-        out = model(input_ids=token[:, None], cache=out.cache, attention_mask=attention,
-                    position_ids=positions, use_cache=True)
+        out = model(
+            input_ids=token[:, None], cache=out.cache, attention_mask=attention, position_ids=positions, use_cache=True
+        )
     new_tokens = torch.stack(chosen, dim=1)
     return new_tokens, (torch.stack(logprobs, dim=1) if params.details else None)
 
 
-def _beam_search(model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, extra: dict,
-                 watermark=None):
+def _beam_search(
+    model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, extra: dict, watermark=None
+):
     from transformers import LogitsProcessorList
 
     output = model.generate(

@@ -94,7 +94,9 @@ def load_int8(weights: Path, config):
     for name, linear in int8_linears.items():
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent), child, linear)
-    left = [name for name, p in model.named_parameters() if p.is_meta] + [n for n, b in model.named_buffers() if b.is_meta]
+    left = [name for name, p in model.named_parameters() if p.is_meta] + [
+        n for n, b in model.named_buffers() if b.is_meta
+    ]
     if unexpected or left:
         raise ValueError(f"int8 weights do not fit the config: unexpected {unexpected[:5]}, missing {left[:5]}")
     return model.eval()

@@ -54,7 +54,7 @@ class LocalBucket:
     def __init__(self, root: Path):
         self.root = Path(root)
 
-    def get_object(self, Bucket: str, Key: str) -> dict:  # noqa: N803 - boto3's argument names
+    def get_object(self, Bucket: str, Key: str) -> dict:
         path = self.root / Key
         if ".." in Path(Key).parts or not path.is_file():
             raise NoSuchKey({"Error": {"Code": "NoSuchKey", "Message": f"{Key} is not in {self.root}"}}, "GetObject")

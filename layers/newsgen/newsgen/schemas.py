@@ -147,8 +147,10 @@ class ModelRef(BaseModel):
 
 
 class WatermarkInfo(BaseModel):
-    scheme: str = Field(description="kgw-lefthash-1: transformers' green-list watermark (25 % of the vocabulary "
-                        "green at each step, chosen by a secret key and the previous token).")
+    scheme: str = Field(
+        description="kgw-lefthash-1: transformers' green-list watermark (25 % of the vocabulary "
+        "green at each step, chosen by a secret key and the previous token)."
+    )
     key_id: str = Field(description="Which key marked the text (not the key): detection names it back.")
     detect: str = "POST /v1/detect"
 
@@ -160,8 +162,9 @@ class Provenance(BaseModel):
     parameters: dict
     seed: int | None
     created_at: str
-    watermark: WatermarkInfo | None = Field(description="The statistical watermark the texts carry; null only "
-                                            "where the deployment turned it off.")
+    watermark: WatermarkInfo | None = Field(
+        description="The statistical watermark the texts carry; null only where the deployment turned it off."
+    )
 
 
 class GenerationResponse(BaseModel):
@@ -187,7 +190,8 @@ class DetectRequest(Strict):
 
     text: str | None = Field(None, min_length=1, max_length=MAX_DETECT_CHARS)
     texts: list[Annotated[str, Field(min_length=1, max_length=MAX_DETECT_CHARS)]] | None = Field(
-        None, min_length=1, max_length=MAX_DETECT_TEXTS)
+        None, min_length=1, max_length=MAX_DETECT_TEXTS
+    )
 
     @model_validator(mode="after")
     def _one_form(self):
@@ -219,8 +223,9 @@ class ErrorResponse(BaseModel):
     error: str
     error_type: str
     details: list | dict | None = None
-    request_id: str | None = Field(None, description="Quote it when reporting a problem: the logs hold the full "
-                                   "error under this id.")
+    request_id: str | None = Field(
+        None, description="Quote it when reporting a problem: the logs hold the full error under this id."
+    )
 
 
 class ModelInfo(BaseModel):

@@ -16,11 +16,10 @@ import time
 from newsgen import generation, prompt, watermark
 from newsgen.errors import InvalidRequest, ModelUnavailable, NewsgenError
 from newsgen.schemas import (
-    DetectionResult,
-    DetectResponse,
-    WatermarkInfo,
     MAX_TOTAL_NEW_TOKENS,
     ArticleRequest,
+    DetectionResult,
+    DetectResponse,
     GeneratedText,
     GenerationParameters,
     GenerationResponse,
@@ -31,6 +30,7 @@ from newsgen.schemas import (
     NewsRequest,
     NewsResponse,
     Provenance,
+    WatermarkInfo,
 )
 from newsgen.settings import Settings
 from newsgen.store import LoadedModel, ModelStore
@@ -62,8 +62,9 @@ class NewsService:
 
     def _create_store(self) -> ModelStore:
         if not self.settings.model_bucket:
-            raise ModelUnavailable("MODEL_BUCKET is not set: the service does not know where models live",
-                                   cause="not_configured")
+            raise ModelUnavailable(
+                "MODEL_BUCKET is not set: the service does not know where models live", cause="not_configured"
+            )
         from newsgen import s3
 
         return ModelStore(
@@ -144,13 +145,19 @@ class NewsService:
         prefixes = [p or "" for p in prompts]
         mark, info = self.watermark_for(loaded)
         out = generation.generate(
-            loaded, [prompt.headline_prompt(p) for p in prefixes], n=n, params=params,
-            time_budget_s=self._budget(deadline), watermark=mark,
+            loaded,
+            [prompt.headline_prompt(p) for p in prefixes],
+            n=n,
+            params=params,
+            time_budget_s=self._budget(deadline),
+            watermark=mark,
         )
         ref = ModelRef(task="headline", version=loaded.version)
         return [
-            GenerationResponse(results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out, info))
-            for p, rows in zip(prefixes, out.results)
+            GenerationResponse(
+                results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out, info)
+            )
+            for p, rows in zip(prefixes, out.results, strict=False)
         ]
 
     def articles_many(
@@ -160,12 +167,18 @@ class NewsService:
         _check_budget([("", _demand(loaded, n, params))])
         mark, info = self.watermark_for(loaded)
         out = generation.generate(
-            loaded, [prompt.article_prompt(h) for h in headlines], n=n, params=params,
-            time_budget_s=self._budget(deadline), watermark=mark,
+            loaded,
+            [prompt.article_prompt(h) for h in headlines],
+            n=n,
+            params=params,
+            time_budget_s=self._budget(deadline),
+            watermark=mark,
         )
         ref = ModelRef(task="article", version=loaded.version)
         return [
-            GenerationResponse(results=[_stripped(r) for r in rows], model=ref, provenance=_provenance([ref], out, info))
+            GenerationResponse(
+                results=[_stripped(r) for r in rows], model=ref, provenance=_provenance([ref], out, info)
+            )
             for rows in out.results
         ]
 
@@ -174,8 +187,12 @@ class NewsService:
     ) -> list[NewsResponse]:
         """n headlines per prompt, then one article for each headline, all articles in one generate call."""
         headline_model, article_model = self.model("headline"), self.model("article")
-        _check_budget([("headlines: ", _demand(headline_model, n, params)),
-                       ("articles: ", _demand(article_model, 1, params, prompts=n))])
+        _check_budget(
+            [
+                ("headlines: ", _demand(headline_model, n, params)),
+                ("articles: ", _demand(article_model, 1, params, prompts=n)),
+            ]
+        )
         prefixes = [p or "" for p in prompts]
         _check_news_context(headline_model, article_model, prefixes, params)
         if params.seed is None and (params.num_beams or 1) == 1:
@@ -190,7 +207,7 @@ class NewsService:
             time_budget_s=self._budget(deadline, share=0.3),
             watermark=mark,
         )
-        headlines = [_with_prefix(p, r) for p, rows in zip(prefixes, heads.results) for r in rows]
+        headlines = [_with_prefix(p, r) for p, rows in zip(prefixes, heads.results, strict=False) for r in rows]
         bodies = generation.generate(
             article_model,
             [prompt.article_prompt(h.text) for h in headlines],
@@ -199,7 +216,7 @@ class NewsService:
             time_budget_s=self._budget(deadline),
             watermark=self.watermark_for(article_model)[0],
         )
-        items = [NewsItem(headline=h, article=_stripped(b[0])) for h, b in zip(headlines, bodies.results)]
+        items = [NewsItem(headline=h, article=_stripped(b[0])) for h, b in zip(headlines, bodies.results, strict=False)]
         refs = [
             ModelRef(task="headline", version=headline_model.version),
             ModelRef(task="article", version=article_model.version),
@@ -214,8 +231,9 @@ class NewsService:
         """Read once per container (SSM or a local file); a failure is retried by the next request."""
         with self._watermark_lock:
             if self._keyring is None:
-                self._keyring = watermark.load_keyring(self.settings.watermark_keys_parameter,
-                                                       self.settings.watermark_keys_file)
+                self._keyring = watermark.load_keyring(
+                    self.settings.watermark_keys_parameter, self.settings.watermark_keys_file
+                )
             return self._keyring
 
     def watermark_for(self, loaded: LoadedModel) -> tuple[watermark.GreenlistWatermark | None, WatermarkInfo | None]:
@@ -227,8 +245,9 @@ class NewsService:
         vocab_size = int(loaded.model.config.vocab_size)
         with self._watermark_lock:
             if vocab_size not in self._watermarks:
-                self._watermarks[vocab_size] = watermark.GreenlistWatermark(vocab_size, ring.current_key(),
-                                                                            self.settings.watermark_bias)
+                self._watermarks[vocab_size] = watermark.GreenlistWatermark(
+                    vocab_size, ring.current_key(), self.settings.watermark_bias
+                )
         return self._watermarks[vocab_size], WatermarkInfo(scheme=watermark.SCHEME, key_id=ring.current)
 
     def detect(self, texts: list[str]) -> list[DetectionResult]:
@@ -244,8 +263,12 @@ class NewsService:
         return [DetectionResult(**vars(detector.detect(text))) for text in texts]
 
     def detect_response(self, texts: list[str]) -> DetectResponse:
-        return DetectResponse(results=self.detect(texts), scheme=watermark.SCHEME, threshold=watermark.Z_THRESHOLD,
-                              min_tokens=watermark.MIN_TOKENS)
+        return DetectResponse(
+            results=self.detect(texts),
+            scheme=watermark.SCHEME,
+            threshold=watermark.Z_THRESHOLD,
+            min_tokens=watermark.MIN_TOKENS,
+        )
 
     def models(self) -> list[ModelInfo]:
         """The versions this container resolves, with their manifests' metrics."""
@@ -282,10 +305,7 @@ def _demand(loaded: LoadedModel, n: int, params: GenerationParameters, prompts: 
     decoding = generation.effective_parameters(loaded, params)
     beams, max_new = decoding["num_beams"], decoding["max_new_tokens"]
     rows = prompts * max(n, beams)
-    if beams == 1:
-        how = f"n={rows}"
-    else:
-        how = f"{prompts} × {beams} beams" if prompts > 1 else f"{beams} beams"
+    how = f"n={rows}" if beams == 1 else f"{prompts} × {beams} beams" if prompts > 1 else f"{beams} beams"
     source = ", the model's default" if params.max_new_tokens is None else ""
     return rows * max_new, f"{how} × max_new_tokens {max_new}{source}"
 
@@ -303,8 +323,9 @@ def _check_budget(parts: list[tuple[str, tuple[int, str]]]) -> None:
         )
 
 
-def _check_news_context(headline_model: LoadedModel, article_model: LoadedModel, prefixes: list[str],
-                        params: GenerationParameters) -> None:
+def _check_news_context(
+    headline_model: LoadedModel, article_model: LoadedModel, prefixes: list[str], params: GenerationParameters
+) -> None:
     """Each article's prompt is its headline: refuse up front, rather than after generating the headlines, a
     request whose longest possible headline leaves no room in the article model's context."""
     headline_tokens = generation.effective_parameters(headline_model, params)["max_new_tokens"]
@@ -335,7 +356,7 @@ def _provenance(models: list[ModelRef], out: generation.Generation, mark: Waterm
         models=models,
         parameters=out.parameters,
         seed=out.seed,
-        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         watermark=mark,
     )
 

@@ -16,14 +16,15 @@ import shutil
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
 
 from newsgen import artifacts
 from newsgen.artifacts import LATEST_NAME, Manifest
-from botocore.exceptions import BotoCoreError, ClientError
-
 from newsgen.errors import (
     ArtifactError,
     ChecksumMismatch,
@@ -204,8 +205,10 @@ class ModelStore:
         if broken and time.monotonic() < broken[0]:
             retry_at, exc = broken
             retry_after_s = max(1, round(retry_at - time.monotonic()))
-            raise type(exc)(f"{exc.message} (this version failed before; tried again in {retry_after_s} s)",
-                            **{**exc.details, "retry_after_s": retry_after_s})
+            raise type(exc)(
+                f"{exc.message} (this version failed before; tried again in {retry_after_s} s)",
+                **{**exc.details, "retry_after_s": retry_after_s},
+            )
         try:
             loaded = self._fetch_and_load(task, version)
         except ArtifactError as exc:

@@ -72,9 +72,13 @@ def parse_keyring(text: str, source: str) -> Keyring:
     try:
         ring = Keyring.model_validate_json(text)
     except ValueError as exc:
-        raise WatermarkUnavailable(f"the watermark keyring in {source} is not valid", cause=type(exc).__name__) from None
+        raise WatermarkUnavailable(
+            f"the watermark keyring in {source} is not valid", cause=type(exc).__name__
+        ) from None
     if ring.current not in ring.keys or any(key_id(k) != i for i, k in ring.keys.items()):
-        raise WatermarkUnavailable(f"the watermark keyring in {source} names a key it does not hold, or a key under another id")
+        raise WatermarkUnavailable(
+            f"the watermark keyring in {source} names a key it does not hold, or a key under another id"
+        )
     return ring
 
 
@@ -87,11 +91,15 @@ def load_keyring(parameter: str = "", file: Path | None = None) -> Keyring:
         try:
             value = boto3.client("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
         except (BotoCoreError, ClientError) as exc:
-            raise WatermarkUnavailable("the watermark keyring parameter cannot be read", cause=type(exc).__name__) from None
+            raise WatermarkUnavailable(
+                "the watermark keyring parameter cannot be read", cause=type(exc).__name__
+            ) from None
         return parse_keyring(value, f"SSM parameter {parameter}")
     if file is None:
-        raise WatermarkUnavailable("the watermark is on but no keyring is configured: set WATERMARK_KEYS_PARAMETER "
-                                   "(an SSM SecureString) or WATERMARK_KEYS_FILE, or WATERMARK=false")
+        raise WatermarkUnavailable(
+            "the watermark is on but no keyring is configured: set WATERMARK_KEYS_PARAMETER "
+            "(an SSM SecureString) or WATERMARK_KEYS_FILE, or WATERMARK=false"
+        )
     file = Path(file)
     if not file.is_file():
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -112,8 +120,15 @@ class GreenlistWatermark:
     def __init__(self, vocab_size: int, key: int, bias: float = BIAS, cache_size: int = MASK_CACHE):
         from transformers.generation.logits_process import WatermarkLogitsProcessor
 
-        self.library = WatermarkLogitsProcessor(vocab_size, "cpu", greenlist_ratio=GREENLIST_RATIO, bias=bias,
-                                                hashing_key=key, seeding_scheme="lefthash", context_width=1)
+        self.library = WatermarkLogitsProcessor(
+            vocab_size,
+            "cpu",
+            greenlist_ratio=GREENLIST_RATIO,
+            bias=bias,
+            hashing_key=key,
+            seeding_scheme="lefthash",
+            context_width=1,
+        )
         self.vocab_size, self.cache_size, self.bias = vocab_size, cache_size, bias
         self._masks: OrderedDict[int, object] = OrderedDict()
 
@@ -159,9 +174,18 @@ class Detector:
         config = GPT2Config(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id)
         self.tokenizer = tokenizer
         self.detectors = {
-            kid: WatermarkDetector(config, "cpu", {"greenlist_ratio": GREENLIST_RATIO, "hashing_key": key,
-                                                   "seeding_scheme": "lefthash", "context_width": 1},
-                                   ignore_repeated_ngrams=True, max_cache_size=MASK_CACHE)
+            kid: WatermarkDetector(
+                config,
+                "cpu",
+                {
+                    "greenlist_ratio": GREENLIST_RATIO,
+                    "hashing_key": key,
+                    "seeding_scheme": "lefthash",
+                    "context_width": 1,
+                },
+                ignore_repeated_ngrams=True,
+                max_cache_size=MASK_CACHE,
+            )
             for kid, key in keyring.keys.items()
         }
 
@@ -182,8 +206,14 @@ class Detector:
             return Detection(None, "too_short", round(z, 3), None, scored, None)
         p_value = min(1.0, len(self.detectors) * 0.5 * math.erfc(z / math.sqrt(2)))
         marked = z >= Z_THRESHOLD
-        return Detection(marked, "watermarked" if marked else "not_watermarked", round(z, 3), p_value, scored,
-                         kid if marked else None)
+        return Detection(
+            marked,
+            "watermarked" if marked else "not_watermarked",
+            round(z, 3),
+            p_value,
+            scored,
+            kid if marked else None,
+        )
 
 
 def write_keyring(ring: Keyring) -> str:

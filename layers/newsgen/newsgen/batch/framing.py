@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import Any
 
 _UNSAFE = re.compile("[\u0085\u2028\u2029\ud800-\udfff]")
 

@@ -12,8 +12,8 @@ Memory stays bounded: the file is read in chunks, and a line over the cap is ski
 from __future__ import annotations
 
 import csv
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from newsgen.errors import BatchJobError
 
@@ -98,7 +98,7 @@ def _decode(data: bytes) -> tuple[str | None, str | None]:
 
 def check_start(head: bytes) -> None:
     if head.startswith(UTF16_BOMS):
-        raise JobFailed("encoding", "the file is UTF-16; save it as UTF-8 (\"CSV UTF-8\" in a spreadsheet)")
+        raise JobFailed("encoding", 'the file is UTF-16; save it as UTF-8 ("CSV UTF-8" in a spreadsheet)')
 
 
 def jsonl_records(stream: Iterator[Line]) -> Iterator[Record]:
@@ -117,8 +117,10 @@ def jsonl_records(stream: Iterator[Line]) -> Iterator[Record]:
 def csv_header(line: Line | None) -> list[str]:
     """The column names of a CSV's first line, checked: a header is required, with a task column."""
     if line is None or not line.data.strip(UTF8_BOM + b" \t\r"):
-        raise JobFailed("no_header", "the CSV is empty: its first line must name the columns "
-                        f"({', '.join(CSV_COLUMNS)}; task is required)")
+        raise JobFailed(
+            "no_header",
+            f"the CSV is empty: its first line must name the columns ({', '.join(CSV_COLUMNS)}; task is required)",
+        )
     if line.over_cap:
         raise JobFailed("no_header", "the CSV's first line is over the per-line cap; it must name the columns")
     text, problem = _decode(line.data.removeprefix(UTF8_BOM))
@@ -131,8 +133,11 @@ def csv_header(line: Line | None) -> list[str]:
     columns = [name.strip().lower() for name in names]
     unknown = [name for name in columns if name not in CSV_COLUMNS]
     if "task" not in columns:
-        raise JobFailed("no_header", "the CSV's first line must name the columns, including task "
-                        f"(allowed: {', '.join(CSV_COLUMNS)}); found {names[:8]}")
+        raise JobFailed(
+            "no_header",
+            "the CSV's first line must name the columns, including task "
+            f"(allowed: {', '.join(CSV_COLUMNS)}); found {names[:8]}",
+        )
     if unknown:
         raise JobFailed("unknown_columns", f"unknown CSV column(s) {unknown[:8]}; allowed: {', '.join(CSV_COLUMNS)}")
     if len(set(columns)) != len(columns):
@@ -154,8 +159,9 @@ class _Feed:
         self.used.append(line)
         if line.over_cap or sum(u.end - u.start for u in self.used) > MAX_LINE_BYTES:
             # Ends the record: csv.reader raises, and the record is reported as too long.
-            raise csv.Error(_too_long(line) if line.over_cap else
-                            f"row is over the per-line cap of {MAX_LINE_BYTES:,} bytes")
+            raise csv.Error(
+                _too_long(line) if line.over_cap else f"row is over the per-line cap of {MAX_LINE_BYTES:,} bytes"
+            )
         return line.data.decode("utf-8", "surrogateescape") + "\n"
 
 
@@ -185,7 +191,7 @@ def csv_records(stream: Iterator[Line], columns: list[str]) -> Iterator[Record]:
         elif len(row) > len(columns):
             record.problem = f"row has {len(row)} values but the header names {len(columns)} columns"
         else:
-            record.fields = {name: value for name, value in zip(columns, row) if value != ""}
+            record.fields = {name: value for name, value in zip(columns, row, strict=False) if value != ""}
         yield record
 
 

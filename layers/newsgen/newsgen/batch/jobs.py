@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections import Counter
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -70,7 +70,9 @@ def _get_json(s3, bucket: str, key: str) -> dict | None:
 
 
 def _put_json(s3, bucket: str, key: str, value: dict, **extra) -> None:
-    s3.put_object(Bucket=bucket, Key=key, Body=json.dumps(value, indent=2).encode(), ContentType="application/json", **extra)
+    s3.put_object(
+        Bucket=bucket, Key=key, Body=json.dumps(value, indent=2).encode(), ContentType="application/json", **extra
+    )
 
 
 def _keys(s3, bucket: str, prefix: str) -> Iterator[str]:
@@ -79,7 +81,7 @@ def _keys(s3, bucket: str, prefix: str) -> Iterator[str]:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager
@@ -122,8 +124,12 @@ def _claim(s3, upload: Upload) -> bool:
     owner = _owner(s3, upload.bucket, upload.name)
     if owner and owner["job"] != upload.job and int(owner["order"]) > upload.order:
         return False
-    _put_json(s3, upload.bucket, name_key(upload.name, "json"),
-              {"job": upload.job, "order": str(upload.order), "key": upload.key})
+    _put_json(
+        s3,
+        upload.bucket,
+        name_key(upload.name, "json"),
+        {"job": upload.job, "order": str(upload.order), "key": upload.key},
+    )
     return True
 
 
@@ -216,15 +222,18 @@ def _capped(chunks: Iterator[bytes]) -> Iterator[bytes]:
         yield chunk
 
 
-def dispatch(s3, upload: Upload, send: Callable[[list[ChunkMessage]], None], *, chunk_lines: int,
-             chunk_tokens: int) -> dict | None:
+def dispatch(
+    s3, upload: Upload, send: Callable[[list[ChunkMessage]], None], *, chunk_lines: int, chunk_tokens: int
+) -> dict | None:
     """Plan the upload's job and send its chunk messages; returns its first summary (None if superseded)."""
     started = time.time()
     try:
         if upload.format is None:
             raise JobFailed("not_a_batch_input", "not a batch input: name it batch/in/<name>.jsonl or .csv")
         if upload.size is not None and upload.size > inputs.MAX_INPUT_BYTES:
-            raise JobFailed("too_large", f"the file is {upload.size:,} bytes, over the cap of {inputs.MAX_INPUT_BYTES:,}")
+            raise JobFailed(
+                "too_large", f"the file is {upload.size:,} bytes, over the cap of {inputs.MAX_INPUT_BYTES:,}"
+            )
         chunks = _open(s3, upload)
         if chunks is None:
             logger.info("input replaced before dispatch", extra={"key": upload.key})
@@ -246,8 +255,17 @@ def dispatch(s3, upload: Upload, send: Callable[[list[ChunkMessage]], None], *, 
     if not _start_output(s3, upload, summary):
         return None
     messages = [
-        ChunkMessage(bucket=upload.bucket, job=upload.job, input_key=upload.key, etag=upload.etag,
-                     format=upload.format, columns=columns, chunk=i, chunks=len(ranges), **r)
+        ChunkMessage(
+            bucket=upload.bucket,
+            job=upload.job,
+            input_key=upload.key,
+            etag=upload.etag,
+            format=upload.format,
+            columns=columns,
+            chunk=i,
+            chunks=len(ranges),
+            **r,
+        )
         for i, r in enumerate(ranges)
     ]
     if not messages:
@@ -269,7 +287,9 @@ def read_chunk(s3, message: ChunkMessage) -> list[Record] | None:
     stream = inputs.lines(chunks, first_line=message.first_line, offset=message.start)
     found = list(inputs.records(stream, message.format, message.columns))
     if len(found) != message.records:
-        raise BatchJobError(f"chunk {message.chunk} has {len(found)} records where the dispatcher counted {message.records}")
+        raise BatchJobError(
+            f"chunk {message.chunk} has {len(found)} records where the dispatcher counted {message.records}"
+        )
     return found
 
 
@@ -283,8 +303,12 @@ def _chunk_records(s3, message: ChunkMessage) -> list[Record] | None:
             upload = Upload(**job["upload"])
             with name_lock(s3, upload.bucket, upload.name):
                 if (_owner(s3, upload.bucket, upload.name) or {}).get("job") == upload.job:
-                    _put_json(s3, upload.bucket, summary_key(upload.name),
-                              _summary(upload, "failed", error_type=exc.reason, reason=exc.message, finished_at=_now()))
+                    _put_json(
+                        s3,
+                        upload.bucket,
+                        summary_key(upload.name),
+                        _summary(upload, "failed", error_type=exc.reason, reason=exc.message, finished_at=_now()),
+                    )
         return None
 
 
@@ -303,9 +327,17 @@ def process_chunk(s3, service, message: ChunkMessage, deadline: float | None = N
 def note_attempt(s3, message: ChunkMessage, exc: BaseException, receive_count: int) -> None:
     """Keep why an attempt failed, so that a chunk that ends in the dead-letter queue says why."""
     reason = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
-    _put_json(s3, message.bucket, attempt_key(message.job, message.chunk),
-              {"reason": reason[:1000], "error_type": getattr(exc, "error_type", "internal_error"),
-               "attempts": receive_count, "at": _now()})
+    _put_json(
+        s3,
+        message.bucket,
+        attempt_key(message.job, message.chunk),
+        {
+            "reason": reason[:1000],
+            "error_type": getattr(exc, "error_type", "internal_error"),
+            "attempts": receive_count,
+            "at": _now(),
+        },
+    )
 
 
 def record_dead_letter(s3, body: str, message_id: str, bucket: str) -> dict | None:
@@ -314,7 +346,9 @@ def record_dead_letter(s3, body: str, message_id: str, bucket: str) -> dict | No
     try:
         message = ChunkMessage.model_validate_json(body)
     except ValidationError:
-        _put_json(s3, bucket, unreadable_dead_key(message_id), {"message_id": message_id, "body": body[:262144], "at": _now()})
+        _put_json(
+            s3, bucket, unreadable_dead_key(message_id), {"message_id": message_id, "body": body[:262144], "at": _now()}
+        )
         logger.error("dead-letter message is not a chunk message; kept", extra={"message_id": message_id})
         return None
     records = _chunk_records(s3, message)
@@ -334,7 +368,9 @@ def record_dead_letter(s3, body: str, message_id: str, bucket: str) -> dict | No
             },
         }
     s3.put_object(Bucket=message.bucket, Key=chunk_output_key(message.job, message.chunk), Body=json_lines(entries))
-    s3.put_object(Bucket=message.bucket, Key=dead_key(message.job, message.chunk), Body=message.model_dump_json().encode())
+    s3.put_object(
+        Bucket=message.bucket, Key=dead_key(message.job, message.chunk), Body=message.model_dump_json().encode()
+    )
     return assemble_if_complete(s3, message.bucket, message.job)
 
 
@@ -366,21 +402,26 @@ class _Results:
     def _part(self) -> None:
         if self.upload_id is None:
             self.upload_id = self.s3.create_multipart_upload(
-                Bucket=self.bucket, Key=self.key, ContentType="application/x-ndjson")["UploadId"]
+                Bucket=self.bucket, Key=self.key, ContentType="application/x-ndjson"
+            )["UploadId"]
         number = len(self.parts) + 1
-        etag = self.s3.upload_part(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number,
-                                   Body=bytes(self.buffer))["ETag"]
+        etag = self.s3.upload_part(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, PartNumber=number, Body=bytes(self.buffer)
+        )["ETag"]
         self.parts.append({"PartNumber": number, "ETag": etag})
         self.buffer.clear()
 
     def close(self) -> None:
         if self.upload_id is None:
-            self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), ContentType="application/x-ndjson")
+            self.s3.put_object(
+                Bucket=self.bucket, Key=self.key, Body=bytes(self.buffer), ContentType="application/x-ndjson"
+            )
             return
         if self.buffer:
             self._part()
-        self.s3.complete_multipart_upload(Bucket=self.bucket, Key=self.key, UploadId=self.upload_id,
-                                          MultipartUpload={"Parts": self.parts})
+        self.s3.complete_multipart_upload(
+            Bucket=self.bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": self.parts}
+        )
 
     def abort(self) -> None:
         if self.upload_id is not None:
@@ -454,4 +495,3 @@ def assemble_if_complete(s3, bucket: str, job: str) -> dict | None:
         )
         _put_json(s3, bucket, summary_key(upload.name), summary)
     return summary
-

@@ -51,8 +51,11 @@ class BatchLine(Strict):
     @model_validator(mode="after")
     def _inputs_fit_task(self):
         if (self.task == "detect") != (self.text is not None):
-            raise ValueError("a detect line takes 'text' (and nothing to generate from)" if self.task == "detect"
-                             else f"a {self.task} line takes no 'text'")
+            raise ValueError(
+                "a detect line takes 'text' (and nothing to generate from)"
+                if self.task == "detect"
+                else f"a {self.task} line takes no 'text'"
+            )
         if self.task == "detect" and (self.prompt is not None or self.headline is not None):
             raise ValueError("a detect line takes 'text', not 'prompt' or 'headline'")
         if self.task == "article" and not (self.headline or "").strip():
@@ -164,7 +167,7 @@ def process_records(service, records: list[Record], deadline: float | None) -> l
 def _generate_group(service, members, records, entries, deadline) -> None:
     task, n, params = members[0][1].task, members[0][1].n, members[0][1].parameters
     if task == "detect":
-        for (index, line), detection in zip(members, service.detect([line.text for _, line in members])):
+        for (index, line), detection in zip(members, service.detect([line.text for _, line in members]), strict=False):
             entries[index] = {"id": line.id, "line": records[index].line, "result": detection.model_dump()}
         return
     inputs = [line.headline if task == "article" else line.prompt for _, line in members]
@@ -181,7 +184,7 @@ def _generate_group(service, members, records, entries, deadline) -> None:
         index, line = members[0]
         entries[index] = {"id": line.id, "line": records[index].line, "error": error_entry(exc)}
         return
-    for (index, line), response in zip(members, responses):
+    for (index, line), response in zip(members, responses, strict=False):
         result = response.model_dump(mode="json", exclude_none=True)
         if _ran_out_of_time(result):
             raise ChunkTimedOut(f"line {records[index].line} ran out of the worker's time; the chunk is retried")
