@@ -6,8 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?=
-PORT ?= 3000
-S3_PORT ?= 5001
+# Ports, buckets and queue names of the local runs live in infra/local/harness.py; PORT/S3_PORT override them.
+PORT ?=
+S3_PORT ?=
+LOCAL_S3 = $(if $(S3_PORT),--endpoint http://127.0.0.1:$(S3_PORT))
 PYTEST_ARGS ?=
 
 .PHONY: help venv run test clean openapi batch redrive fuzz sam-local bench bench-memory bench-batch load
@@ -25,8 +27,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the virtualenv with training, serving and test dependencies
 
-run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:$(PORT) (DATA=some.csv to train on it)
-	$(PY) -m infra.local.run --port $(PORT) --s3-port $(S3_PORT) $(if $(DATA),--data $(DATA))
+run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:3000 (DATA=some.csv to train on it; PORT=, S3_PORT=)
+	$(PY) -m infra.local.run $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)  ## the test suite (pytest)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -85,10 +87,10 @@ train-remote:  ## print the `aws cloudformation deploy` that runs the GPU traini
 
 batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of a running `make run` and wait for its answer
 	@test -n "$(FILE)" || { echo "usage: make batch FILE=prompts.jsonl (one request per line: {id, task, prompt|headline, n, parameters})"; exit 2; }
-	$(PY) -m infra.local.batch --endpoint http://127.0.0.1:$(S3_PORT) submit $(FILE)
+	$(PY) -m infra.local.batch $(LOCAL_S3) submit $(FILE)
 
 redrive: $(STAMP)  ## send the dead chunks of `make run`'s batch jobs back to the chunk queue (JOB=<id> for one job)
-	$(PY) -m infra.local.batch --endpoint http://127.0.0.1:$(S3_PORT) redrive $(if $(JOB),--job $(JOB))
+	$(PY) -m infra.local.batch $(LOCAL_S3) redrive $(if $(JOB),--job $(JOB))
 
 # --- the real Lambda runtime path, without Docker: RIE + awslambdaric (infra/local/rie.py) -------------------
 # The Lambda Runtime Interface Emulator comes in the aws-sam-cli wheel; the SAM CLI pins boto3, click and
@@ -96,7 +98,7 @@ redrive: $(STAMP)  ## send the dead chunks of `make run`'s batch jobs back to th
 SAM_VENV ?= .venv-sam
 SAM_CLI_VERSION ?= 1.170.0
 SAM_STAMP := $(SAM_VENV)/.installed
-EVENT ?= events/api-headlines.json
+EVENT ?= api-headlines
 FUNCTION ?= api
 
 .PHONY: sam-venv invoke
@@ -109,8 +111,8 @@ $(SAM_STAMP):
 
 sam-venv: $(SAM_STAMP)  ## the SAM CLI (and the Lambda Runtime Interface Emulator it ships) in .venv-sam
 
-invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters under the Lambda RIE + awslambdaric, against a running `make run`
-	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) --endpoint http://127.0.0.1:$(S3_PORT) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
+invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=api-headlines|api-articles|api-news|api-models|api-health|s3-batch-in|sqs-batch-chunk (or a JSON file) FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters under the Lambda RIE + awslambdaric, against a running `make run`
+	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) $(LOCAL_S3) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
 
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
 	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py

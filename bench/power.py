@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from infra.local.harness import functions
 from newsgen.service import LAMBDA_MB_PER_VCPU
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +29,6 @@ MB_PER_VCPU = LAMBDA_MB_PER_VCPU
 MEMORY_SIZES = [1024, 1536, 1769, 2048, 3008, 3538]
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}  # us-east-1, on demand
 PRICE_PER_REQUEST = 0.20 / 1e6
-API_TIMEOUT_MS = 28_000  # template.yaml's ApiFunction Timeout
 BUCKET = "power-models"
 # What each request kind asks for. The weights are random, so every request runs to max_new_tokens: the
 # durations are the upper bound of a real model's, which stops at <|EOS|>.
@@ -49,17 +49,14 @@ REQUESTS = {
 def child(reps: int) -> dict:
     started = time.perf_counter()
     import handlers.api as api  # Lambda's init phase: imports + PRELOAD_MODELS
-    from infra.local.server import LocalContext, proxy_event
+    from infra.local.harness import LambdaContext, api_event
 
     out: dict = {"init_s": round(time.perf_counter() - started, 3)}
 
     def invoke(kind: str) -> tuple[float, dict]:
         path, body = REQUESTS[kind]
-        event = proxy_event("POST", path, {"Content-Type": "application/json"}, json.dumps(body).encode(), "power")
-        context = LocalContext(
-            memory_limit_in_mb=int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]),
-            deadline=time.monotonic() + API_TIMEOUT_MS / 1000,
-        )
+        event = api_event("POST", path, body)
+        context = LambdaContext.of("api", memory_limit_in_mb=int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]))
         began = time.perf_counter()
         response = api.lambda_handler(event, context)
         elapsed = time.perf_counter() - began
@@ -241,7 +238,7 @@ def main(argv=None) -> None:
         "export": args.export,
         "cpus": cpus,
         "mb_per_vcpu": MB_PER_VCPU,
-        "api_timeout_ms": API_TIMEOUT_MS,
+        "api_timeout_ms": functions()["api"].timeout_s * 1000,
         "requests": {k: v[1] for k, v in REQUESTS.items()},
         "runs": [],
     }

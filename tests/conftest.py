@@ -193,7 +193,7 @@ def batch_pipeline(sqs, s3, monkeypatch):
         monkeypatch.setattr(handlers, "service", lambda: service)
         s3_trigger = S3Trigger(s3, bucket, handlers.dispatch_handler)
         worker = SqsTrigger(sqs, queue_url, handlers.worker_handler)
-        recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10)
+        recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function="batch-dead-letters")
 
         class Pipeline:
             def upload(self, name: str, body: bytes) -> None:

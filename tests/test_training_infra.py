@@ -504,17 +504,17 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
     assert other.returncode == 2 and "holds a job with other inputs or settings" in other.stderr
 
     # 6. The API serves what the job published: LATEST for both tasks, and a pinned distilled version.
-    from events import FakeContext, api_event
     from handlers import api
+    from infra.local.harness import LambdaContext, api_event
 
     monkeypatch.setattr(api, "service", service_for(bucket))
     response = api.lambda_handler(
-        api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), FakeContext()
+        api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), LambdaContext()
     )
     assert response["statusCode"] == 200, response["body"]
     assert [m["version"] for m in json.loads(response["body"])["model"]] == ["t1", "t1"]
     monkeypatch.setattr(api, "service", service_for(bucket, headline_model_version="t1-distilled"))
     response = api.lambda_handler(
-        api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), FakeContext()
+        api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), LambdaContext()
     )
     assert response["statusCode"] == 200 and json.loads(response["body"])["model"]["version"] == "t1-distilled"

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,6 +54,28 @@ LOCAL_SETTINGS = {
 
 def endpoint(port: int = S3_PORT, host: str = HOST) -> str:
     return f"http://{host}:{port}"
+
+
+@dataclass(frozen=True)
+class Clients:
+    s3: Any
+    sqs: Any
+
+
+def clients(s3_endpoint: str | None = None, config: Any = None) -> Clients:
+    """boto3 S3 and SQS clients for the local S3/SQS at `s3_endpoint` (with the fake credentials), or for AWS
+    (the environment's credentials) when it is None."""
+    import boto3
+
+    local = {}
+    if s3_endpoint:
+        local = {
+            "endpoint_url": s3_endpoint,
+            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+    options = {"region_name": REGION, "config": config, **local}
+    return Clients(boto3.client("s3", **options), boto3.client("sqs", **options))
 
 
 # --- the functions, as template.yaml declares them -------------------------------------------------------
@@ -207,7 +230,8 @@ def api_event(
     (bytes that are not UTF-8 go base64-encoded, as API Gateway passes binary bodies)."""
     url = urlsplit(path)
     query = parse_qs(url.query, keep_blank_values=True)
-    headers = {"Content-Type": "application/json", **(headers or {})}
+    if headers is None:  # what a JSON client sends; a server passes the request's own headers
+        headers = {"Content-Type": "application/json"}
     text, is_base64 = (None if body is None else json.dumps(body)), False
     if isinstance(raw, bytes):
         try:
