@@ -104,10 +104,10 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=2000)
     parser.add_argument("--output", type=Path, default=Path("bench/load.json"))
     args = parser.parse_args()
-    from infra.local.harness import MODEL_BUCKET
-    from infra.local.run import DEFAULT_WORKDIR, publish, source_key, start_s3
+    from infra.local.harness import MODEL_BUCKET, start_s3
+    from infra.local.run import DEFAULT_WORKDIR, publish, source_key
 
-    server, _endpoint = start_s3("127.0.0.1", 0)
+    server, _ = start_s3()
     try:
         models = {task: DEFAULT_WORKDIR / source_key(None) / task for task in ("headline", "article")}
         if not all((p / "model.safetensors").is_file() for p in models.values()):

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from infra.local.harness import functions
+from infra.local.harness import LOCAL_SETTINGS, functions
 from newsgen.service import LAMBDA_MB_PER_VCPU
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,27 +211,15 @@ def main(argv=None) -> None:
     if too_big:
         raise SystemExit(f"this machine has {cpus} CPUs: it cannot emulate {too_big} MB (> {cpus} vCPUs)")
     os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
+        LOCAL_SETTINGS,
         MODEL_BUCKET=BUCKET,
         MODEL_PREFIX="models",
-        POWERTOOLS_METRICS_NAMESPACE="newsgen",
-        POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_LOG_LEVEL="WARNING",
     )
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
     from bench.run import build_checkpoint
+    from infra.local.harness import start_s3
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server._server.server_port}"
+    server, _ = start_s3()
     started = time.perf_counter()
     results: dict = {
         "command": "make bench-memory" + (f" EXPORT={args.export}" if args.export != "fp32" else ""),

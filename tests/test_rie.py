@@ -79,7 +79,7 @@ def function_env(emulator, published, s3_endpoint, tmp_path):
             results_bucket=results_bucket,
             watermark_keys_file=Path(os.environ["WATERMARK_KEYS_FILE"]),
         )
-        return {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
+        return {**env, **extra}
 
     return make
 

@@ -56,6 +56,22 @@ def endpoint(port: int = S3_PORT, host: str = HOST) -> str:
     return f"http://{host}:{port}"
 
 
+def start_s3(port: int = 0, host: str = HOST) -> tuple[Any, str]:
+    """A moto S3/SQS server on a background thread (port 0: a free one); points this process's boto3 at it,
+    with the fake credentials. Returns (server, endpoint); server.stop() stops it."""
+    import logging
+    import os
+
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per S3 request buries everything else
+    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+    server.start()
+    url = endpoint(server._server.server_port, host)
+    os.environ.update(AWS_ENDPOINT_URL=url, **CREDENTIALS)
+    return server, url
+
+
 @dataclass(frozen=True)
 class Clients:
     s3: Any

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -29,17 +28,6 @@ DEMO_STEPS = {"headline": 400, "article": 300}
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex((host, port)) != 0
-
-
-def start_s3(host: str, port: int):
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per S3 request drowns the output
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
-    endpoint = f"http://{host}:{server._server.server_port}"
-    os.environ.update(AWS_ENDPOINT_URL=endpoint, **harness.CREDENTIALS)
-    return server, endpoint
 
 
 def source_key(data: Path | None) -> str:
@@ -152,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"port {port} on {args.host} is in use; stop what uses it or pass another port")
 
     started = time.perf_counter()
-    s3_server, endpoint = start_s3(args.host, args.s3_port)
+    s3_server, endpoint = harness.start_s3(args.s3_port, args.host)
     api_server = pollers = None
     # SIGTERM (from `kill`, or make's parent) stops as cleanly as Ctrl-C.
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
