@@ -300,9 +300,9 @@ def test_launch_template_and_bootstrap(spot, tmp_path):
         "VERSION=v7",
         "BASE=distilgpt2",
         "DISTILL=1",
-        "NPROC=$GPUS",
     ):
         assert f'-e "{setting}"' in script, setting
+    assert "-e NPROC=auto" in script
     assert f'"{params["TrainingImageUri"]}"' in script
 
 
@@ -311,8 +311,7 @@ STUBS = {
     "aws": 'echo "aws $*" >>"$CALLS"; if [[ "$*" == *" cp - "* ]]; then echo "stdin $(cat)" >>"$CALLS"; fi\n'
     "if [[ $2 == get-login-password ]]; then echo token; fi",
     "docker": 'echo "docker $*" >>"$CALLS"; [[ $1 == login ]] && cat >/dev/null; [[ $1 != "${FAIL:-}" ]]',
-    "nvidia-smi": 'echo "nvidia-smi $*" >>"$CALLS"; if [[ $1 == -L ]]; then echo "GPU 0: NVIDIA A10G"; echo "GPU 1: NVIDIA A10G"; fi',
-    "curl": 'echo "curl $*" >>"$CALLS"; if [[ "$*" == *instance-id* ]]; then echo i-0123; else echo imds-token; fi',
+    "cloud-init": '[[ "$*" == "query v1.instance_id" ]] && echo i-0123',
     "mountpoint": "exit 1",
     "shutdown": 'echo "shutdown $*" >>"$CALLS"',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
@@ -349,12 +348,14 @@ def test_bootstrap_runs_the_image_on_all_gpus_then_shuts_down(tmp_path):
     assert "docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-1.amazonaws.com" in calls
     assert f"docker pull {parameters(load_template())['TrainingImageUri']}" in calls
     (run,) = [c for c in calls if c.startswith("docker run")]
-    assert "--gpus all" in run and "-e NPROC=2" in run and "awslogs-stream=i-0123/job" in run
+    assert "--gpus all" in run and "-e NPROC=auto" in run and "awslogs-stream=i-0123/job" in run
     assert f"-e MODEL_BUCKET={BUCKET}" in run and f"-e DATA_S3_URIS={','.join(DATA_URIS)}" in run
     job_s3 = f"s3://{BUCKET}/{PREFIX}/training-jobs/newsgen-train/i-0123"
     assert f"aws s3 cp - {job_s3}/exit-code --only-show-errors" in calls
     assert calls[calls.index(f"aws s3 cp - {job_s3}/exit-code --only-show-errors") + 1] == "stdin 0"
     assert f"aws s3 cp /var/log/cloud-init-output.log {job_s3}/bootstrap.log --only-show-errors" in calls
+    reports = "--recursive --exclude * --include */training_report.json --include */loss.png"
+    assert f"aws s3 cp /opt/newsgen/work/runs {job_s3} {reports} --only-show-errors" in calls
     assert calls[-1] == "shutdown -h now"
 
 
