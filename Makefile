@@ -39,7 +39,7 @@ clean:  ## remove the demo models and caches (keeps the venv)
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the API routes
 	$(PY) -c "from handlers.api import app; open('docs/openapi.json','w').write(app.get_openapi_json_schema() + '\n')"
 
-# --- the GPU training job (infra/training/: pipeline.sh, Dockerfile, template.yaml) ---------------------------
+# --- the GPU training job (training/pipeline.py; infra/training/: Dockerfile, template.yaml) -----------------
 TRAIN_LOCAL_DIR ?= .newsgen/train-local
 TRAIN_LOCAL_STEPS ?= 20
 TRAIN_LOCAL_MAX_LENGTH ?= 128
@@ -67,11 +67,11 @@ TRAIN_DEPLOY = aws cloudformation deploy --template-file infra/training/template
 train-local: $(STAMP)  ## the GPU training job on CPU, tiny model: DATA=some.csv (publishes only with MODEL_BUCKET + AWS_ENDPOINT_URL)
 	@if [ -z "$(DATA)" ]; then echo "error: train-local needs DATA=path/to/news.csv (an All-the-News CSV; or make one with $(PY) -m training demo-data --output .newsgen/demo.csv)" >&2; exit 2; fi
 	@if [ -n "$(MODEL_BUCKET)" ] && [ -z "$(AWS_ENDPOINT_URL)" ]; then echo "note: train-local publishes only to a local S3; MODEL_BUCKET is ignored without AWS_ENDPOINT_URL (e.g. http://127.0.0.1:$(S3_PORT) while make run is up)" >&2; fi
-	PYTHON=$(PY) WORKDIR=$(TRAIN_LOCAL_DIR) DATA="$(DATA)" BASE=tiny MAX_STEPS=$(TRAIN_LOCAL_STEPS) \
+	WORKDIR=$(TRAIN_LOCAL_DIR) DATA="$(DATA)" BASE=tiny MAX_STEPS=$(TRAIN_LOCAL_STEPS) \
 	  EVAL_STEPS=10 SAVE_STEPS=10 LOGGING_STEPS=5 BATCH_SIZE=8 MAX_LENGTH=$(TRAIN_LOCAL_MAX_LENGTH) NPROC=1 HF_HUB_OFFLINE=1 \
 	  MODEL_BUCKET="$(if $(AWS_ENDPOINT_URL),$(MODEL_BUCKET))" MODEL_PREFIX="$(or $(MODEL_PREFIX),models)" \
 	  $(if $(AWS_ENDPOINT_URL),AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}) \
-	  bash infra/training/pipeline.sh
+	  $(PY) -m training pipeline
 
 train-remote:  ## print the `aws cloudformation deploy` that runs the GPU training job on EC2; CONFIRM=1 runs it
 	@echo "# 1. the image: docker build -f infra/training/Dockerfile -t newsgen-train . ; push it to ECR (see infra/training/Dockerfile)"
