@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cfn import conditions
+from cfn import as_list, conditions, resolve
 from cfnlint.decode import decode
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,10 +32,6 @@ def statements(function) -> list[dict]:
     for policy in function["Properties"].get("Policies", []):
         out.extend(policy.get("Statement", []) if isinstance(policy, dict) else [])
     return out
-
-
-def as_list(value):
-    return value if isinstance(value, list) else [value]
 
 
 def flat(value) -> str:
@@ -100,9 +96,6 @@ PSEUDO_PARAMETERS = {
 }
 
 
-NO_VALUE = {"Ref": "AWS::NoValue"}  # a property (or list item) CloudFormation leaves out
-
-
 def deployed(transformed: dict, parameters: dict) -> dict:
     """What CloudFormation keeps of a transformed template for these parameters: conditions evaluated,
     resources and outputs whose condition is false dropped, every Fn::If replaced by its chosen branch, and
@@ -111,20 +104,10 @@ def deployed(transformed: dict, parameters: dict) -> dict:
     values.update(parameters)
     holds = conditions(transformed, values)
 
-    def resolve(value):
-        if isinstance(value, dict):
-            if set(value) == {"Fn::If"}:
-                name, if_true, if_false = value["Fn::If"]
-                return resolve(if_true if holds[name] else if_false)
-            return {k: v for k, v in ((k, resolve(v)) for k, v in value.items()) if v != NO_VALUE}
-        if isinstance(value, list):
-            return [v for v in (resolve(v) for v in value) if v != NO_VALUE]
-        return value
-
     kept = {}
     for section in ("Resources", "Outputs"):
         kept[section] = {
-            name: resolve(body)
+            name: resolve(body, values, holds, only_conditions=True)
             for name, body in transformed.get(section, {}).items()
             if "Condition" not in body or holds[body["Condition"]]
         }

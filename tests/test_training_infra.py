@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from cfn import conditions
+from cfn import as_list, conditions, resolve
 from conftest import ROOT
 
 INFRA = ROOT / "infra" / "training"
@@ -26,14 +26,6 @@ DOCKERFILE = INFRA / "Dockerfile"
 BUCKET = "my-models"
 PREFIX = "newsgen/models"
 DATA_URIS = ["s3://raw-news/all-the-news-1.csv", "s3://raw-news/2026/all-the-news-2.csv"]
-PSEUDO = {
-    "AWS::Partition": "aws",
-    "AWS::Region": "eu-west-1",
-    "AWS::AccountId": "123456789012",
-    "AWS::StackName": "newsgen-train",
-    "AWS::URLSuffix": "amazonaws.com",
-}
-NO_VALUE = object()
 
 
 # ------------------------------------------------------------------------------------ template helpers
@@ -60,68 +52,6 @@ def parameters(template: dict, **overrides) -> dict:
     return values
 
 
-def resolve(node, params: dict, conds: dict):
-    """Evaluate the intrinsic functions the template uses, as CloudFormation would for these parameters."""
-
-    def lookup(name: str):
-        if name in PSEUDO:
-            return PSEUDO[name]
-        if name == "AWS::NoValue":
-            return NO_VALUE
-        if name in params:
-            return params[name]
-        return f"<{name}>"  # a resource's Ref / GetAtt: a placeholder
-
-    def sub(template: str, variables: dict) -> str:
-        def one(match):
-            name = match.group(1)
-            if name.startswith("!"):
-                return "${" + name[1:] + "}"
-            value = variables[name] if name in variables else lookup(name)
-            assert isinstance(value, (str, int, float)), f"${{{name}}} is not a string: {value!r}"
-            return str(value)
-
-        return re.sub(r"\$\{([^}]+)\}", one, template)
-
-    def walk(node):
-        if isinstance(node, list):
-            items = [walk(item) for item in node]
-            return [item for item in items if item is not NO_VALUE]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((key, arg),) = node.items()
-            if key == "Ref":
-                return lookup(arg)
-            if key == "Fn::Sub":
-                if isinstance(arg, str):
-                    return sub(arg, {})
-                return sub(arg[0], {k: walk(v) for k, v in arg[1].items()})
-            if key == "Fn::Join":
-                delimiter, items = arg
-                assert isinstance(delimiter, str), "a Fn::Join delimiter must be a literal"
-                return delimiter.join(str(item) for item in walk(items))
-            if key == "Fn::Split":
-                delimiter, text = arg
-                assert isinstance(delimiter, str), "a Fn::Split delimiter must be a literal"
-                return walk(text).split(delimiter)
-            if key == "Fn::Select":
-                index, items = arg
-                return walk(items)[int(walk(index))]
-            if key == "Fn::If":
-                name, yes, no = arg
-                return walk(yes if conds[name] else no)
-            if key == "Fn::GetAtt":
-                target = arg if isinstance(arg, str) else ".".join(arg)
-                return f"<{target}>"
-            if key == "Fn::Base64":
-                return walk(arg)
-        resolved = {key: walk(value) for key, value in node.items()}
-        return {key: value for key, value in resolved.items() if value is not NO_VALUE}
-
-    return walk(node)
-
-
 def policy_statements(template: dict, params: dict) -> list[dict]:
     conds = conditions(template, params)
     statements = []
@@ -135,10 +65,6 @@ def policy_statements(template: dict, params: dict) -> list[dict]:
                 statements.extend(document["Statement"])
     assert statements, "the template grants nothing?"
     return statements
-
-
-def as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
 
 
 # ------------------------------------------------------------------------------------ template tests
