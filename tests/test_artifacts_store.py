@@ -69,8 +69,8 @@ def test_sha256_mismatch_is_refused(s3, bucket, headline_model, tmp_path):
     assert not (tmp_path / "cache" / "headline" / "v1").exists()  # nothing unverified stays in the cache
 
 
-def test_latest_moves_only_after_a_complete_upload(s3, bucket, headline_model, monkeypatch):
-    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+def publish_dropped_midway(s3, model, bucket: str, monkeypatch) -> None:
+    """Publish v2 over a network that drops on the third upload."""
     real_upload = s3.upload_file
     calls = []
 
@@ -82,7 +82,12 @@ def test_latest_moves_only_after_a_complete_upload(s3, bucket, headline_model, m
 
     monkeypatch.setattr(s3, "upload_file", failing_upload)
     with pytest.raises(ConnectionError):
-        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+        publish_model(model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+
+
+def test_latest_moves_only_after_a_complete_upload(s3, bucket, headline_model, monkeypatch):
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    publish_dropped_midway(s3, headline_model, bucket, monkeypatch)
     assert read(s3, bucket, "models/headline/LATEST") == b"v1"
     assert not artifacts.object_exists(s3, bucket, "models/headline/v2/manifest.json")
     # A reader following LATEST still gets the complete v1.
@@ -157,18 +162,7 @@ def test_a_publisher_of_other_files_never_overwrites_a_version(s3, bucket, headl
 
 def test_an_interrupted_publish_can_be_run_again(s3, bucket, headline_model, tmp_path, monkeypatch):
     """Its claim is its own (the same files): the publish goes on where the first attempt stopped."""
-    real_upload = s3.upload_file
-    calls = []
-
-    def failing_upload(filename, bucket_name, key, **kwargs):
-        calls.append(key)
-        if len(calls) == 3:
-            raise ConnectionError("network dropped mid-publish")
-        return real_upload(filename, bucket_name, key, **kwargs)
-
-    monkeypatch.setattr(s3, "upload_file", failing_upload)
-    with pytest.raises(ConnectionError):
-        publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
+    publish_dropped_midway(s3, headline_model, bucket, monkeypatch)
     monkeypatch.undo()
     publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v2", progress=False)
     assert read(s3, bucket, "models/headline/LATEST") == b"v2"

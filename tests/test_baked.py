@@ -69,46 +69,20 @@ def test_local_bucket_refuses_keys_outside_it(tmp_path):
 
 
 def test_mirror_cli(published, s3_endpoint, tmp_path):
-    env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "mirror",
-            "--bucket",
-            published["bucket"],
-            "--output",
-            str(tmp_path / "baked"),
-            "--headline-version",
-            published["versions"]["headline"],
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    def mirror(output: str, headline_version: str) -> subprocess.CompletedProcess:
+        command = ["mirror", "--bucket", published["bucket"], "--output", str(tmp_path / output)]
+        return subprocess.run(
+            [sys.executable, "-m", "training", *command, "--headline-version", headline_version],
+            cwd=ROOT,
+            env={**os.environ, "AWS_ENDPOINT_URL": s3_endpoint},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    out = mirror("baked", published["versions"]["headline"])
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["versions"]["headline"] == published["versions"]["headline"]
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "mirror",
-            "--bucket",
-            published["bucket"],
-            "--output",
-            str(tmp_path / "b2"),
-            "--headline-version",
-            "no-such-version",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    missing = mirror("b2", "no-such-version")
     assert missing.returncode == 2 and "headline version no-such-version is not published" in missing.stderr
     assert "Traceback" not in missing.stderr
