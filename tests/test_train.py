@@ -1,12 +1,16 @@
-"""Training: resuming after a crash, the article model's label mask, refusing to overwrite checkpoints, and
-the output directory a run leaves behind."""
+"""Training: resuming after a crash, data-parallel training on CPU (two ranks under torchrun, over gloo), the
+article model's label mask, refusing to overwrite checkpoints, and the output directory a run leaves behind."""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import subprocess
+import sys
 
 import pytest
-from conftest import train_tiny
+from conftest import ROOT, train_tiny
 
 from newsgen.prompt import BOS, EOS, SEP
 from training.dataset import IGNORE_INDEX, build_dataset, encode
@@ -65,6 +69,50 @@ def test_resume_after_a_crash_ends_like_an_uninterrupted_run(demo_data, tmp_path
 
 def evaluations(report: dict) -> dict[int, float]:
     return {h["step"]: h["eval_loss"] for h in report["log_history"] if "eval_loss" in h}
+
+
+def torchrun_train(data, output, *options: str) -> subprocess.CompletedProcess:
+    """`torchrun --nproc-per-node 2 -m training train` on CPU with the tiny model; fails the test on a bad exit."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    command += ["-m", "training", "train", "--task", "headline", "--data", str(data), "--output", str(output)]
+    command += ["--batch-size", "4", "--max-length", "32", "--logging-steps", "1", "--eval-steps", "2"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "layers" / "newsgen"), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [*command, "--save-steps", "2", *options], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.mark.slow
+def test_two_ranks_on_cpu_checkpoint_and_resume(demo_data, tmp_path):
+    out = tmp_path / "model"
+    first = torchrun_train(demo_data, out, "--max-steps", "4")
+    report = json.loads((out / "training_report.json").read_text())
+    # One process group of two: every step took one batch of 4 on each rank, a global batch of 8, so an epoch
+    # is half as many steps as one process would take (before the fix, each rank trained alone as 0 of 1).
+    assert report["world_size"] == 2 and report["global_step"] == 4
+    assert report["epochs"] == pytest.approx(4 / math.ceil(report["train_examples"] / 8))
+    checkpoint = out / CHECKPOINTS / "checkpoint-4"
+    assert (checkpoint / "rng_state_0.pth").is_file() and (checkpoint / "rng_state_1.pth").is_file()
+    # Rank 0 alone writes the outputs and prints the summary (after the Trainer's own log lines).
+    assert first.stdout.count('"global_step"') == 1
+    assert json.loads(first.stdout[first.stdout.index('{\n  "task"') :])["global_step"] == 4
+
+    # The resumed run starts from checkpoint-4's trainer state (marked here), not from step 0.
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    state["log_history"][-1]["marker"] = "checkpoint-4"
+    (checkpoint / "trainer_state.json").write_text(json.dumps(state))
+    torchrun_train(demo_data, out, "--max-steps", "6", "--resume")
+    resumed = json.loads((out / "training_report.json").read_text())
+    assert resumed["resumed"] is True and resumed["world_size"] == 2 and resumed["global_step"] == 6
+    assert resumed["epochs"] == pytest.approx(6 / math.ceil(resumed["train_examples"] / 8))
+    history = resumed["log_history"]
+    assert history[: len(state["log_history"])] == state["log_history"]  # the checkpoint's, marker included
+    assert [h["step"] for h in history[len(state["log_history"]) :] if "loss" in h] == [5, 6]
+    assert [h["step"] for h in history if "loss" in h] == [1, 2, 3, 4, 5, 6]
+    assert (out / CHECKPOINTS / "checkpoint-6" / "rng_state_1.pth").is_file()
 
 
 def test_article_labels_mask_the_headline_part():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -303,5 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun every rank runs the command; the summary is printed once, by rank 0
     # `sample` answers with text to read; the other commands with a JSON summary.
     print(summary if isinstance(summary, str) else json.dumps(summary, indent=2, default=str))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +58,19 @@ def precision() -> dict:
 
     if torch.cuda.is_available():
         return {"bf16": True} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    return {}
+
+
+def cpu_distributed() -> dict:
+    """A torchrun launch on a machine without CUDA runs its ranks over gloo on the CPU.
+
+    Without use_cpu, accelerate looks for a GPU backend, finds none and starts no process group: each rank then
+    trains alone as rank 0 of 1, and all of them write the same output directory.
+    """
+    import torch
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return {"use_cpu": True, "ddp_backend": "gloo"}
     return {}
 
 
@@ -147,6 +161,7 @@ def training_arguments(options: TrainOptions, learning_rate: float):
         disable_tqdm=not options.progress,
         dataloader_pin_memory=torch.cuda.is_available(),
         **precision(),
+        **cpu_distributed(),
     )
 
 
