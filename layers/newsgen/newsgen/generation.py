@@ -69,7 +69,8 @@ def generate(
     if n > 1 and decoding["num_beams"] == 1 and not decoding.get("do_sample"):
         raise InvalidRequest(f"n={n} with greedy decoding would repeat one text; set do_sample=true or num_beams >= n")
 
-    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    # On the model's device: the CPU in Lambda; a GPU where one serves (bench/gpu.py).
+    encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
     lengths = encoded["attention_mask"].sum(dim=1).tolist()
     longest = max(lengths)
     if longest + decoding["max_new_tokens"] > loaded.context_length:
@@ -159,7 +160,7 @@ def _decode(
     processors = _processors(decoding, watermark)
     stop = StopStringCriteria(tokenizer, params.stop) if params.stop else None
     deadline = time.monotonic() + time_budget_s if time_budget_s is not None else None
-    unfinished = torch.ones(rows, dtype=torch.bool)
+    unfinished = torch.ones(rows, dtype=torch.bool, device=input_ids.device)
     sequences, chosen, logprobs = input_ids, [], []
     out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
     for step in range(decoding["max_new_tokens"]):
@@ -182,13 +183,21 @@ def _decode(
             break
         if deadline is not None and time.monotonic() >= deadline:
             break
-        attention = torch.cat([attention, torch.ones((rows, 1), dtype=attention.dtype)], dim=1)
+        attention = torch.cat([attention, attention.new_ones((rows, 1))], dim=1)
         positions = positions[:, -1:] + 1
         out = model(
-            input_ids=token[:, None], cache=out.cache, attention_mask=attention, position_ids=positions, use_cache=True
+            input_ids=token[:, None], attention_mask=attention, position_ids=positions, use_cache=True, **_cache_of(out)
         )
     new_tokens = torch.stack(chosen, dim=1)
     return new_tokens, (torch.stack(logprobs, dim=1) if params.details else None)
+
+
+def _cache_of(out) -> dict:
+    """The KV cache to pass back: transformers names it `cache` (in and out) from 5.2x on, `past_key_values`
+    before, and a model given the other name ignores it silently."""
+    if hasattr(out, "cache"):
+        return {"cache": out.cache}
+    return {"past_key_values": out.past_key_values}
 
 
 def _beam_search(
