@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -215,7 +216,11 @@ def fit(trainer, options: TrainOptions, *, base_model: str, extra: dict | None =
 
 
 def plot_losses(history: list[dict], path: Path, title: str) -> None:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:  # a GPU box with only the training stack (bench/gpu.py): the report has the losses
+        print(f"note: matplotlib is not installed; {path.name} is not drawn", file=sys.stderr)
+        return
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
