@@ -124,6 +124,10 @@ bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTransla
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
 	$(PY) -m bench.run
 
+.PHONY: bench-gpu
+bench-gpu: $(STAMP)  ## training (bf16, checkpoint, resume) and serving figures on a GPU, CPU fallback with tiny sizes (OUTPUT=) → bench/gpu.json
+	$(PY) -m bench.gpu --output $(or $(OUTPUT),bench/gpu.json)
+
 bench-memory: $(STAMP)  ## Lambda power tuning emulated with cgroups (root; EXPORT=int8 for int8 artifacts) → bench/power*.json
 	$(PY) -m bench.power $(if $(EXPORT),--export $(EXPORT))
 
