@@ -33,7 +33,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-import boto3
 import yaml
 from aws_lambda_powertools.utilities.data_classes import S3Event
 
@@ -292,7 +291,7 @@ def local_s3(run: Run) -> None:
     cmd = argv(f"{sys.executable} -m infra.local.run --host {bind} --port {free_port(bind)} --s3-port {s3_port}")
     run.local_s3 = run.background("infra.local.run (local S3)", cmd, LOGS / "local-s3.log", grace=30)
     run.endpoint = h.endpoint(s3_port, bind)
-    os.environ.update(h.CREDENTIALS, AWS_ENDPOINT_URL=run.endpoint)  # this program's boto3 and `training mirror`
+    os.environ.update(h.CREDENTIALS, AWS_ENDPOINT_URL=run.endpoint)  # for `training mirror`
 
 
 def base_image(run: Run) -> None:
@@ -399,7 +398,7 @@ def models(run: Run) -> None:
     log = LOGS / "local-s3.log"
     wait_for(lambda: "newsgen is up" in log.read_text(errors="replace"), run.local_s3, 1800, log)
     print(log.read_text())
-    queue_url = boto3.client("sqs", region_name=h.REGION).get_queue_url(QueueName=h.BATCH_QUEUE)["QueueUrl"]
+    queue_url = h.clients(run.endpoint).sqs.get_queue_url(QueueName=h.BATCH_QUEUE)["QueueUrl"]
     ENV_VARS.write_text(json.dumps(sam_env_vars(run.endpoint, queue_url), indent=2))
     print(ENV_VARS.read_text())
 
@@ -415,7 +414,7 @@ def invoke_api(run: Run) -> None:
 def invoke_worker(run: Run) -> None:
     """The harness' example upload in a bucket of its own, dispatched as the dispatcher does (the job record,
     the `running` summary), then its chunk event (harness.example_chunk_event) to the worker."""
-    s3 = boto3.client("s3", region_name=h.REGION)
+    s3 = h.clients(run.endpoint).s3
     s3.create_bucket(Bucket=SAM_BUCKET)
     s3.put_object(Bucket=SAM_BUCKET, Key=h.EXAMPLE_KEY, Body=h.EXAMPLE_INPUT)
     upload = upload_of(next(S3Event(h.example_upload_event(SAM_BUCKET)).records))
