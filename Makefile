@@ -117,8 +117,8 @@ invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=api-headlines|api-articles|api-news|api-
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
 	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
 
-sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.sh)
-	bash infra/local/sam_local.sh
+sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.py)
+	SAM_VENV=$(SAM_VENV) $(PY) -m infra.local.sam_local
 
 bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTranslate2 int8) → bench/results.json
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
