@@ -6,8 +6,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA ?=
-PORT ?= 3000
-S3_PORT ?= 5001
+# Ports, buckets and queue names of the local runs live in infra/local/harness.py; PORT/S3_PORT override them.
+PORT ?=
+S3_PORT ?=
+LOCAL_S3 = $(if $(S3_PORT),--endpoint http://127.0.0.1:$(S3_PORT))
 PYTEST_ARGS ?=
 
 .PHONY: help venv run test clean openapi batch redrive fuzz sam-local bench bench-memory bench-batch load
@@ -25,8 +27,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the virtualenv with training, serving and test dependencies
 
-run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:$(PORT) (DATA=some.csv to train on it)
-	$(PY) -m infra.local.run --port $(PORT) --s3-port $(S3_PORT) $(if $(DATA),--data $(DATA))
+run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:3000 (DATA=some.csv to train on it; PORT=, S3_PORT=)
+	$(PY) -m infra.local.run $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA),--data $(DATA))
 
 test: $(STAMP)  ## the test suite (pytest)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -37,7 +39,7 @@ clean:  ## remove the demo models and caches (keeps the venv)
 openapi: $(STAMP)  ## regenerate docs/openapi.json from the API routes
 	$(PY) -c "from handlers.api import app; open('docs/openapi.json','w').write(app.get_openapi_json_schema() + '\n')"
 
-# --- the GPU training job (infra/training/: pipeline.sh, Dockerfile, template.yaml) ---------------------------
+# --- the GPU training job (training/pipeline.py; infra/training/: Dockerfile, template.yaml) -----------------
 TRAIN_LOCAL_DIR ?= .newsgen/train-local
 TRAIN_LOCAL_STEPS ?= 20
 TRAIN_LOCAL_MAX_LENGTH ?= 128
@@ -65,11 +67,11 @@ TRAIN_DEPLOY = aws cloudformation deploy --template-file infra/training/template
 train-local: $(STAMP)  ## the GPU training job on CPU, tiny model: DATA=some.csv (publishes only with MODEL_BUCKET + AWS_ENDPOINT_URL)
 	@if [ -z "$(DATA)" ]; then echo "error: train-local needs DATA=path/to/news.csv (an All-the-News CSV; or make one with $(PY) -m training demo-data --output .newsgen/demo.csv)" >&2; exit 2; fi
 	@if [ -n "$(MODEL_BUCKET)" ] && [ -z "$(AWS_ENDPOINT_URL)" ]; then echo "note: train-local publishes only to a local S3; MODEL_BUCKET is ignored without AWS_ENDPOINT_URL (e.g. http://127.0.0.1:$(S3_PORT) while make run is up)" >&2; fi
-	PYTHON=$(PY) WORKDIR=$(TRAIN_LOCAL_DIR) DATA="$(DATA)" BASE=tiny MAX_STEPS=$(TRAIN_LOCAL_STEPS) \
+	WORKDIR=$(TRAIN_LOCAL_DIR) DATA="$(DATA)" BASE=tiny MAX_STEPS=$(TRAIN_LOCAL_STEPS) \
 	  EVAL_STEPS=10 SAVE_STEPS=10 LOGGING_STEPS=5 BATCH_SIZE=8 MAX_LENGTH=$(TRAIN_LOCAL_MAX_LENGTH) NPROC=1 HF_HUB_OFFLINE=1 \
 	  MODEL_BUCKET="$(if $(AWS_ENDPOINT_URL),$(MODEL_BUCKET))" MODEL_PREFIX="$(or $(MODEL_PREFIX),models)" \
 	  $(if $(AWS_ENDPOINT_URL),AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-local} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-local} AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}) \
-	  bash infra/training/pipeline.sh
+	  $(PY) -m training pipeline
 
 train-remote:  ## print the `aws cloudformation deploy` that runs the GPU training job on EC2; CONFIRM=1 runs it
 	@echo "# 1. the image: docker build -f infra/training/Dockerfile -t newsgen-train . ; push it to ECR (see infra/training/Dockerfile)"
@@ -85,10 +87,10 @@ train-remote:  ## print the `aws cloudformation deploy` that runs the GPU traini
 
 batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of a running `make run` and wait for its answer
 	@test -n "$(FILE)" || { echo "usage: make batch FILE=prompts.jsonl (one request per line: {id, task, prompt|headline, n, parameters})"; exit 2; }
-	$(PY) -m infra.local.batch --endpoint http://127.0.0.1:$(S3_PORT) submit $(FILE)
+	$(PY) -m infra.local.batch $(LOCAL_S3) submit $(FILE)
 
 redrive: $(STAMP)  ## send the dead chunks of `make run`'s batch jobs back to the chunk queue (JOB=<id> for one job)
-	$(PY) -m infra.local.batch --endpoint http://127.0.0.1:$(S3_PORT) redrive $(if $(JOB),--job $(JOB))
+	$(PY) -m infra.local.batch $(LOCAL_S3) redrive $(if $(JOB),--job $(JOB))
 
 # --- the real Lambda runtime path, without Docker: RIE + awslambdaric (infra/local/rie.py) -------------------
 # The Lambda Runtime Interface Emulator comes in the aws-sam-cli wheel; the SAM CLI pins boto3, click and
@@ -96,7 +98,7 @@ redrive: $(STAMP)  ## send the dead chunks of `make run`'s batch jobs back to th
 SAM_VENV ?= .venv-sam
 SAM_CLI_VERSION ?= 1.170.0
 SAM_STAMP := $(SAM_VENV)/.installed
-EVENT ?= events/api-headlines.json
+EVENT ?= api-headlines
 FUNCTION ?= api
 
 .PHONY: sam-venv invoke
@@ -109,8 +111,8 @@ $(SAM_STAMP):
 
 sam-venv: $(SAM_STAMP)  ## the SAM CLI (and the Lambda Runtime Interface Emulator it ships) in .venv-sam
 
-invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=events/x.json FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters under the Lambda RIE + awslambdaric, against a running `make run`
-	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) --endpoint http://127.0.0.1:$(S3_PORT) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
+invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=api-headlines|api-articles|api-news|api-models|api-health|s3-batch-in|sqs-batch-chunk (or a JSON file) FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters under the Lambda RIE + awslambdaric, against a running `make run`
+	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) $(LOCAL_S3) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
 
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
 	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py

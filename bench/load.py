@@ -104,16 +104,17 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=2000)
     parser.add_argument("--output", type=Path, default=Path("bench/load.json"))
     args = parser.parse_args()
-    from infra.local.run import BUCKET, DEFAULT_WORKDIR, publish, source_key, start_s3
+    from infra.local.harness import MODEL_BUCKET, start_s3
+    from infra.local.run import DEFAULT_WORKDIR, publish, source_key
 
-    server, _endpoint = start_s3("127.0.0.1", 0)
+    server, _ = start_s3()
     try:
         models = {task: DEFAULT_WORKDIR / source_key(None) / task for task in ("headline", "article")}
         if not all((p / "model.safetensors").is_file() for p in models.values()):
             raise SystemExit("error: no demo models in .newsgen/demo; run `make run` once first")
         publish(models)
         os.environ.update(
-            MODEL_BUCKET=BUCKET, MODEL_CACHE_DIR=str(DEFAULT_WORKDIR / "cache-load"), PRELOAD_MODELS="true"
+            MODEL_BUCKET=MODEL_BUCKET, MODEL_CACHE_DIR=str(DEFAULT_WORKDIR / "cache-load"), PRELOAD_MODELS="true"
         )
         from infra.local.server import serve
 

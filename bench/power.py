@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from handlers.runtime import MB_PER_VCPU
+from infra.local.harness import LOCAL_SETTINGS, functions
 from newsgen.artifacts import EXPORTS
 from newsgen.prompt import Task
 
@@ -29,7 +30,6 @@ ROOT = Path(__file__).resolve().parents[1]
 MEMORY_SIZES = [1024, 1536, 1769, 2048, 3008, 3538]
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}  # us-east-1, on demand
 PRICE_PER_REQUEST = 0.20 / 1e6
-API_TIMEOUT_MS = 28_000  # template.yaml's ApiFunction Timeout
 BUCKET = "power-models"
 # What each request kind asks for. The weights are random, so every request runs to max_new_tokens: the
 # durations are the upper bound of a real model's, which stops at <|EOS|>.
@@ -50,17 +50,14 @@ REQUESTS = {
 def child(reps: int) -> dict:
     started = time.perf_counter()
     import handlers.api as api  # Lambda's init phase: imports + PRELOAD_MODELS
-    from infra.local.server import LocalContext, proxy_event
+    from infra.local.harness import LambdaContext, api_event
 
     out: dict = {"init_s": round(time.perf_counter() - started, 3)}
 
     def invoke(kind: str) -> tuple[float, dict]:
         path, body = REQUESTS[kind]
-        event = proxy_event("POST", path, {"Content-Type": "application/json"}, json.dumps(body).encode(), "power")
-        context = LocalContext(
-            memory_limit_in_mb=int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]),
-            deadline=time.monotonic() + API_TIMEOUT_MS / 1000,
-        )
+        event = api_event("POST", path, body)
+        context = LambdaContext.of("api", memory_limit_in_mb=int(os.environ["AWS_LAMBDA_FUNCTION_MEMORY_SIZE"]))
         began = time.perf_counter()
         response = api.lambda_handler(event, context)
         elapsed = time.perf_counter() - began
@@ -213,34 +210,22 @@ def main(argv=None) -> None:
     if too_big:
         raise SystemExit(f"this machine has {cpus} CPUs: it cannot emulate {too_big} MB (> {cpus} vCPUs)")
     os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
+        LOCAL_SETTINGS,
         MODEL_BUCKET=BUCKET,
         MODEL_PREFIX="models",
-        POWERTOOLS_METRICS_NAMESPACE="newsgen",
-        POWERTOOLS_TRACE_DISABLED="true",
         POWERTOOLS_LOG_LEVEL="WARNING",
     )
-    import logging
-
-    from moto.server import ThreadedMotoServer
-
     from bench.run import build_checkpoint
+    from infra.local.harness import start_s3
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server._server.server_port}"
+    server, _ = start_s3()
     started = time.perf_counter()
     results: dict = {
         "command": "make bench-memory" + (f" EXPORT={args.export}" if args.export != "fp32" else ""),
         "export": args.export,
         "cpus": cpus,
         "mb_per_vcpu": MB_PER_VCPU,
-        "api_timeout_ms": API_TIMEOUT_MS,
+        "api_timeout_ms": functions()["api"].timeout_s * 1000,
         "requests": {k: v[1] for k, v in REQUESTS.items()},
         "runs": [],
     }

@@ -201,22 +201,12 @@ def main(argv=None) -> None:
     parser.add_argument("--shapes", default="distilgpt2,gpt2")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
     args = parser.parse_args(argv)
-    os.environ.update(
-        AWS_ACCESS_KEY_ID="bench",
-        AWS_SECRET_ACCESS_KEY="bench",
-        AWS_DEFAULT_REGION="us-east-1",
-        HF_HUB_OFFLINE="1",
-        TOKENIZERS_PARALLELISM="false",
-    )
-    import logging
-
     import torch
-    from moto.server import ThreadedMotoServer
 
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    os.environ["AWS_ENDPOINT_URL"] = f"http://127.0.0.1:{server._server.server_port}"
+    from infra.local.harness import LOCAL_SETTINGS, start_s3
+
+    os.environ.update(LOCAL_SETTINGS)
+    server, _ = start_s3()
     started = time.perf_counter()
     try:
         import boto3

@@ -5,7 +5,6 @@ Expensive things (training) happen once per session; every test gets its own buc
 
 from __future__ import annotations
 
-import logging
 import os
 import tempfile
 import uuid
@@ -13,17 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from infra.local import harness
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_CSV = ROOT.parent / "shared" / "data" / "all-the-news-sample.csv"
 
 # Set before anything imports boto3 clients or the handlers.
-os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-os.environ.setdefault("POWERTOOLS_METRICS_NAMESPACE", "newsgen-test")
-os.environ.setdefault("POWERTOOLS_TRACE_DISABLED", "true")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+for name, value in {**harness.CREDENTIALS, **harness.LOCAL_SETTINGS}.items():
+    os.environ.setdefault(name, value)
 # One watermark keyring for the session, made on first use as `make run` makes its own.
 os.environ.setdefault(
     "WATERMARK_KEYS_FILE", os.path.join(tempfile.mkdtemp(prefix="newsgen-test-"), "watermark-keys.json")
@@ -32,14 +28,10 @@ os.environ.setdefault(
 
 @pytest.fixture(scope="session")
 def s3_endpoint():
-    from moto.server import ThreadedMotoServer
+    from infra.local.harness import start_s3
 
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per S3 request would bury failures
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{server._server.server_port}"
     previous = os.environ.get("AWS_ENDPOINT_URL")
-    os.environ["AWS_ENDPOINT_URL"] = endpoint
+    server, endpoint = start_s3()
     from newsgen import s3
 
     s3.client.cache_clear()
@@ -193,7 +185,7 @@ def batch_pipeline(sqs, s3, monkeypatch):
         monkeypatch.setattr(handlers, "service", lambda: service)
         s3_trigger = S3Trigger(s3, bucket, handlers.dispatch_handler)
         worker = SqsTrigger(sqs, queue_url, handlers.worker_handler)
-        recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10)
+        recorder = SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function="batch-dead-letters")
 
         class Pipeline:
             def upload(self, name: str, body: bytes) -> None:

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from events import FakeContext, api_event
+from infra.local.harness import LambdaContext, api_event
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def api(published, service_for, monkeypatch):
 
 
 def call(api, method, path, body=None, **kwargs):
-    response = api.lambda_handler(api_event(method, path, body, **kwargs), FakeContext())
+    response = api.lambda_handler(api_event(method, path, body, **kwargs), LambdaContext())
     return response["statusCode"], json.loads(response["body"])
 
 
@@ -120,7 +120,7 @@ def test_deeply_nested_body_is_400_under_any_body_limit(api, monkeypatch, raw):
     assert status == 400 and "nested too deeply" in body["error"], body
     encoded = api_event("POST", "/v1/headlines", raw=base64.b64encode(raw.encode()).decode())
     encoded["isBase64Encoded"] = True
-    response = api.lambda_handler(encoded, FakeContext())
+    response = api.lambda_handler(encoded, LambdaContext())
     assert response["statusCode"] == 400 and "nested too deeply" in response["body"]
 
 
@@ -190,7 +190,7 @@ def test_no_model_published_is_503_and_retried(bucket, service_for, monkeypatch,
 
 
 def test_wrong_method_is_405_with_allow(api):
-    response = api.lambda_handler(api_event("PUT", "/v1/headlines", {}), FakeContext())
+    response = api.lambda_handler(api_event("PUT", "/v1/headlines", {}), LambdaContext())
     assert response["statusCode"] == 405
     assert json.loads(response["body"])["error_type"] == "method_not_allowed"
     assert "POST" in json.dumps(response.get("headers") or response.get("multiValueHeaders"))
@@ -219,7 +219,7 @@ def test_time_budget_stops_generation_and_says_so(api):
         },
     )
     margin_ms = api.service.settings.time_margin_ms
-    response = api.lambda_handler(event, FakeContext(remaining_ms=margin_ms + 1))
+    response = api.lambda_handler(event, LambdaContext(timeout_s=(margin_ms + 1) / 1000))
     body = json.loads(response["body"])
     assert response["statusCode"] == 200, body
     result = body["results"][0]
@@ -238,7 +238,7 @@ def test_deadline_counts_from_api_gateways_request_time():
         event = api_event("POST", "/v1/headlines", {})
         if received_ago_s is not None:
             event["requestContext"]["requestTimeEpoch"] = int((time.time() - received_ago_s) * 1000)
-        return module.deadline(event, FakeContext(remaining_ms=lambda_remaining_ms)) - time.monotonic()
+        return module.deadline(event, LambdaContext(timeout_s=(lambda_remaining_ms) / 1000)) - time.monotonic()
 
     assert seconds_left(27, 28_000) == pytest.approx(module.GATEWAY_TIMEOUT_S - 27, abs=0.2)  # a slow cold start
     assert seconds_left(0, 5_000) == pytest.approx(5, abs=0.2)  # the Lambda's own deadline comes first
@@ -259,7 +259,7 @@ def test_request_received_long_ago_stops_generation_early(api):
         },
     )
     event["requestContext"]["requestTimeEpoch"] = int((time.time() - 28.5) * 1000)
-    response = api.lambda_handler(event, FakeContext(remaining_ms=28_000))
+    response = api.lambda_handler(event, LambdaContext(timeout_s=(28_000) / 1000))
     body = json.loads(response["body"])
     assert response["statusCode"] == 200, body
     assert body["results"][0]["finish_reason"] == "time"

@@ -385,11 +385,11 @@ def test_a_manifest_must_name_a_version():
 
 
 def test_api_with_a_pinned_version_that_is_no_version_name_is_503(published, service_for, monkeypatch):
-    from events import FakeContext, api_event
     from handlers import api
+    from infra.local.harness import LambdaContext, api_event
 
     monkeypatch.setattr(api, "service", service_for(published["bucket"], headline_model_version="../article/v1"))
-    response = api.lambda_handler(api_event("POST", "/v1/headlines", {"n": 1}), FakeContext())
+    response = api.lambda_handler(api_event("POST", "/v1/headlines", {"n": 1}), LambdaContext())
     body = json.loads(response["body"])
     assert response["statusCode"] == 503 and body["error_type"] == "model_unavailable"
     assert body["details"]["cause"] == "invalid_version_name" and "../" not in response["body"]

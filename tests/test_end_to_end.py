@@ -4,7 +4,7 @@ HTTP → the API handler answers an API Gateway event with a generated headline.
 import json
 import time
 
-from events import FakeContext, api_event
+from infra.local.harness import LambdaContext, api_event
 from training.cli import main as training
 
 
@@ -41,7 +41,7 @@ def test_prepare_train_publish_serve(sample_csv, tmp_path, s3, bucket, service_f
 
     monkeypatch.setattr(api, "service", service_for(bucket))
     response = api.lambda_handler(
-        api_event("POST", "/v1/headlines", {"n": 2, "parameters": {"max_new_tokens": 12}}), FakeContext()
+        api_event("POST", "/v1/headlines", {"n": 2, "parameters": {"max_new_tokens": 12}}), LambdaContext()
     )
     body = json.loads(response["body"])
     assert response["statusCode"] == 200, body

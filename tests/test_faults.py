@@ -158,8 +158,8 @@ def test_remote_code_config_is_refused(fresh_s3, bucket, headline_model, tmp_pat
 
 
 def test_api_answers_503_json_on_s3_outage_then_recovers(fresh_s3, published_v1, tmp_path, monkeypatch):
-    from events import FakeContext, api_event
     from handlers import api
+    from infra.local.harness import LambdaContext, api_event
     from newsgen.service import NewsService
     from newsgen.settings import Settings
 
@@ -170,11 +170,11 @@ def test_api_answers_503_json_on_s3_outage_then_recovers(fresh_s3, published_v1,
     )
     monkeypatch.setattr(api, "service", service)
     event = api_event("POST", "/v1/headlines", {"n": 1, "parameters": {"max_new_tokens": 4}})
-    first = api.lambda_handler(event, FakeContext())
+    first = api.lambda_handler(event, LambdaContext())
     assert first["statusCode"] == 503
     body = json.loads(first["body"])
     assert body["error_type"] == "model_unavailable" and "Traceback" not in first["body"]
-    second = api.lambda_handler(event, FakeContext())  # S3 is back: the next request loads the model
+    second = api.lambda_handler(event, LambdaContext())  # S3 is back: the next request loads the model
     assert second["statusCode"] == 200, second["body"]
     assert len(calls) > 8
 
@@ -265,8 +265,8 @@ def test_s3_errors_are_not_remembered_as_a_broken_version(fresh_s3, published_v1
 
 
 def test_api_answers_a_broken_version_at_once_with_retry_after(fresh_s3, published_v1, tmp_path, monkeypatch):
-    from events import FakeContext, api_event
     from handlers import api
+    from infra.local.harness import LambdaContext, api_event
     from newsgen.service import NewsService
     from newsgen.settings import Settings
 
@@ -281,9 +281,9 @@ def test_api_answers_a_broken_version_at_once_with_retry_after(fresh_s3, publish
         api, "service", NewsService(settings, store=store_for(fresh_s3, published_v1, tmp_path, broken_ttl_seconds=30))
     )
     event = api_event("POST", "/v1/headlines", {"n": 1, "parameters": {"max_new_tokens": 4}})
-    assert api.lambda_handler(event, FakeContext())["statusCode"] == 503
+    assert api.lambda_handler(event, LambdaContext())["statusCode"] == 503
     gets = count_gets(fresh_s3)
-    second = api.lambda_handler(event, FakeContext())
+    second = api.lambda_handler(event, LambdaContext())
     body = json.loads(second["body"])
     assert second["statusCode"] == 503 and gets == []
     assert body["details"]["cause"] == "artifact_not_found" and 1 <= body["details"]["retry_after_s"] <= 30

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from infra.local import rie
-from infra.local.triggers import create_queues, s3_event, sqs_event
+from infra.local import harness, rie
+from infra.local.harness import s3_event, sqs_event
+from infra.local.triggers import create_queues
 from newsgen import batch
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-EVENTS = ROOT / "events"
 # What pip prints when the package index cannot be reached (no network, proxy refused, DNS).
 OFFLINE = (
     "NewConnectionError",
@@ -69,9 +69,9 @@ def function_env(emulator, published, s3_endpoint, tmp_path):
     def make(
         function: str, queue_url: str | None = None, results_bucket: str | None = None, **extra: str
     ) -> dict[str, str]:
-        env = rie.local_env(
-            s3_endpoint,
+        env = harness.function_env(
             function,
+            s3_endpoint,
             model_bucket=published["bucket"],
             model_prefix=published["prefix"],
             cache_dir=tmp_path / f"cache-{function}",
@@ -79,16 +79,13 @@ def function_env(emulator, published, s3_endpoint, tmp_path):
             results_bucket=results_bucket,
             watermark_keys_file=Path(os.environ["WATERMARK_KEYS_FILE"]),
         )
-        return {**env, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", **extra}
+        return {**env, **extra}
 
     return make
 
 
 def emulate(function: str, env: dict[str, str]):
-    handler, memory_mb, timeout_s, _ = rie.FUNCTIONS[function]
-    return rie.emulated_function(
-        handler, env, function_name=f"newsgen-{function}-test", memory_mb=memory_mb, timeout_s=min(timeout_s, 120)
-    )
+    return rie.emulated_function(function, env, timeout_s=min(harness.functions()[function].timeout_s, 120))
 
 
 def report(label: str, seconds: float) -> None:
@@ -101,7 +98,7 @@ def body_of(response: dict) -> dict:
 
 
 def test_api_under_the_runtime_emulator(function_env):
-    event = json.loads((EVENTS / "api-headlines.json").read_text())
+    event = harness.event("api-headlines")
     request = json.loads(event["body"])
     request["parameters"].update(max_new_tokens=6)
     event["body"] = json.dumps(request)
@@ -261,7 +258,7 @@ def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
 
 
 def test_bundled_batch_events_describe_the_example_upload(s3, bucket):
-    """events/s3-batch-in.json is the S3 event of rie.EXAMPLE_INPUT's upload, and events/sqs-batch-chunk.json
+    """The named event s3-batch-in is the S3 event of harness.EXAMPLE_INPUT's upload, and sqs-batch-chunk
     the chunk message the dispatcher sends for it (checked by dispatching the same bytes in a test bucket)."""
     import hashlib
 
@@ -269,16 +266,20 @@ def test_bundled_batch_events_describe_the_example_upload(s3, bucket):
 
     from handlers.batch import upload_of
 
-    upload = upload_of(next(S3Event(json.loads((EVENTS / "s3-batch-in.json").read_text())).records))
-    assert (upload.bucket, upload.key, upload.size) == (rie.EXAMPLE_BUCKET, rie.EXAMPLE_KEY, len(rie.EXAMPLE_INPUT))
-    assert upload.etag == hashlib.md5(rie.EXAMPLE_INPUT).hexdigest()  # S3's ETag of a single-part upload
+    upload = upload_of(next(S3Event(harness.event("s3-batch-in")).records))
+    assert (upload.bucket, upload.key, upload.size) == (
+        harness.BATCH_BUCKET,
+        harness.EXAMPLE_KEY,
+        len(harness.EXAMPLE_INPUT),
+    )
+    assert upload.etag == hashlib.md5(harness.EXAMPLE_INPUT).hexdigest()  # S3's ETag of a single-part upload
     assert upload.sequencer and upload.format == "jsonl"
-    record = json.loads((EVENTS / "sqs-batch-chunk.json").read_text())["Records"][0]
+    record = harness.event("sqs-batch-chunk")["Records"][0]
     assert record["md5OfBody"] == hashlib.md5(record["body"].encode()).hexdigest()
     message = batch.ChunkMessage.model_validate_json(record["body"])
     assert message.job == upload.job and message.bucket == upload.bucket
 
-    put = s3.put_object(Bucket=bucket, Key=upload.key, Body=rie.EXAMPLE_INPUT)
+    put = s3.put_object(Bucket=bucket, Key=upload.key, Body=harness.EXAMPLE_INPUT)
     assert put["ETag"].strip('"') == upload.etag
     here = upload.model_copy(update={"bucket": bucket})
     sent: list = []
@@ -287,24 +288,23 @@ def test_bundled_batch_events_describe_the_example_upload(s3, bucket):
     assert [m.model_dump() for m in sent] == [{**message.model_dump(), "bucket": bucket, "job": here.job}]
 
 
-def test_local_env_names_the_settings_it_sets(tmp_path):
+def test_function_env_names_the_settings_it_sets(tmp_path):
     from newsgen.settings import Settings
 
-    env = rie.local_env(
-        "http://127.0.0.1:1",
+    env = harness.function_env(
         "batch-dead-letters",
+        "http://127.0.0.1:1",
         model_bucket="m",
-        model_prefix="models",
         cache_dir=tmp_path,
         queue_url="http://q",
         results_bucket="b",
         watermark_keys_file=tmp_path / "k",
     )
-    assert env[rie.QUEUE_URL_VAR] == "http://q" and env[rie.RESULTS_BUCKET_VAR] == "b"
+    assert env["BATCH_QUEUE_URL"] == "http://q" and env["RESULTS_BUCKET"] == "b"
+    assert env["MODEL_BUCKET"] == "m" and env["WATERMARK_KEYS_FILE"] == str(tmp_path / "k")
     fields = {name.upper() for name in Settings.model_fields}
-    assert {rie.QUEUE_URL_VAR, rie.RESULTS_BUCKET_VAR, "WATERMARK_KEYS_FILE", "MODEL_CACHE_DIR"} <= fields
-    assert env["WATERMARK_KEYS_FILE"] == str(tmp_path / "k")
-    assert set(rie.FUNCTIONS) == {"api", "batch-dispatch", "batch-worker", "batch-dead-letters"}
+    assert {"BATCH_QUEUE_URL", "RESULTS_BUCKET", "WATERMARK_KEYS_FILE", "MODEL_CACHE_DIR"} <= fields
+    assert env["POWERTOOLS_SERVICE_NAME"] == "newsgen-batch-dead-letters"  # the template's own variables
 
 
 def test_missing_emulator_says_how_to_get_it(tmp_path, monkeypatch):
@@ -315,9 +315,8 @@ def test_missing_emulator_says_how_to_get_it(tmp_path, monkeypatch):
 
 def test_a_failing_function_is_reported_and_every_process_stopped(emulator):
     started = time.monotonic()
-    with rie.emulated_function(
-        "handlers.no_such_module.handler", {"AWS_DEFAULT_REGION": "us-east-1"}, timeout_s=20
-    ) as invoke:
+    missing = harness.Function("broken", "Broken", "handlers.no_such_module.handler", 512, 20, {})
+    with rie.emulated_function(missing, {"AWS_DEFAULT_REGION": "us-east-1"}) as invoke:
         answer = invoke({})
         pids = invoke.pids()
     assert answer["errorType"] == "Runtime.ImportModuleError", answer

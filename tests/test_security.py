@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from events import FakeContext, api_event
+from infra.local.harness import LambdaContext, api_event
 
 ROOT = Path(__file__).resolve().parents[1]
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
@@ -29,7 +29,7 @@ def test_prompts_are_logged_only_when_asked(api, monkeypatch, caplog, log_prompt
     caplog.set_level(logging.INFO)
     marker = "Zanzibar lighthouse keepers"
     event = api_event("POST", "/v1/headlines", {"prompt": marker, "parameters": {"max_new_tokens": 3}})
-    assert api.lambda_handler(event, FakeContext())["statusCode"] == 200
+    assert api.lambda_handler(event, LambdaContext())["statusCode"] == 200
     records = [str(r.__dict__) for r in caplog.records if r.name.startswith("newsgen")]
     assert any("generated" in r for r in records)  # the request itself is logged (route, n, tokens, seconds)
     assert any(marker in r for r in records) is log_prompts
@@ -120,7 +120,7 @@ def test_error_bodies_name_no_bucket_key_or_path_and_the_log_has_them(
     )
     caplog.set_level(logging.INFO)
     event = api_event("POST", "/v1/headlines", {"n": 1})
-    response = api.lambda_handler(event, FakeContext())
+    response = api.lambda_handler(event, LambdaContext())
     body = json.loads(response["body"])
     assert response["statusCode"] == 503, body
     assert body["error_type"] == "model_unavailable" and body["details"]["task"] == "headline"
@@ -142,7 +142,7 @@ def test_internal_errors_name_the_request_id_and_nothing_else(api, monkeypatch, 
     monkeypatch.setattr(api.service, "headlines", crash)
     caplog.set_level(logging.INFO)
     event = api_event("POST", "/v1/headlines", {"n": 1})
-    response = api.lambda_handler(event, FakeContext())
+    response = api.lambda_handler(event, LambdaContext())
     body = json.loads(response["body"])
     assert response["statusCode"] == 500 and body["error_type"] == "internal_error"
     request_id = event["requestContext"]["requestId"]

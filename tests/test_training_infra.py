@@ -1,6 +1,7 @@
 """The GPU training job's infrastructure (infra/training/): the CloudFormation template lints clean and its IAM
 is scoped to the model bucket/prefix, the data objects, the image's repository and the job's log group; the
-bootstrap script and pipeline.sh are valid bash; the image pins the project's torch; and pipeline.sh runs the
+bootstrap script is valid bash that runs the image and always shuts down; the image pins the project's torch;
+the job (`python -m training pipeline`) checks its settings, runs `train` under torchrun for NPROC > 1, and runs the
 whole job on CPU (tiny model) against a local S3, stops before publishing without a bucket, resumes, and
 publishes the fine-tuned versions (LATEST) and the distilled ones (<version>-distilled, LATEST untouched).
 """
@@ -20,7 +21,6 @@ from conftest import ROOT
 
 INFRA = ROOT / "infra" / "training"
 TEMPLATE = INFRA / "template.yaml"
-PIPELINE = INFRA / "pipeline.sh"
 DOCKERFILE = INFRA / "Dockerfile"
 
 BUCKET = "my-models"
@@ -300,9 +300,9 @@ def test_launch_template_and_bootstrap(spot, tmp_path):
         "VERSION=v7",
         "BASE=distilgpt2",
         "DISTILL=1",
-        "NPROC=$GPUS",
     ):
         assert f'-e "{setting}"' in script, setting
+    assert "-e NPROC=auto" in script
     assert f'"{params["TrainingImageUri"]}"' in script
 
 
@@ -311,8 +311,7 @@ STUBS = {
     "aws": 'echo "aws $*" >>"$CALLS"; if [[ "$*" == *" cp - "* ]]; then echo "stdin $(cat)" >>"$CALLS"; fi\n'
     "if [[ $2 == get-login-password ]]; then echo token; fi",
     "docker": 'echo "docker $*" >>"$CALLS"; [[ $1 == login ]] && cat >/dev/null; [[ $1 != "${FAIL:-}" ]]',
-    "nvidia-smi": 'echo "nvidia-smi $*" >>"$CALLS"; if [[ $1 == -L ]]; then echo "GPU 0: NVIDIA A10G"; echo "GPU 1: NVIDIA A10G"; fi',
-    "curl": 'echo "curl $*" >>"$CALLS"; if [[ "$*" == *instance-id* ]]; then echo i-0123; else echo imds-token; fi',
+    "cloud-init": '[[ "$*" == "query v1.instance_id" ]] && echo i-0123',
     "mountpoint": "exit 1",
     "shutdown": 'echo "shutdown $*" >>"$CALLS"',
     "systemctl": 'echo "systemctl $*" >>"$CALLS"',
@@ -349,12 +348,14 @@ def test_bootstrap_runs_the_image_on_all_gpus_then_shuts_down(tmp_path):
     assert "docker login --username AWS --password-stdin 123456789012.dkr.ecr.eu-west-1.amazonaws.com" in calls
     assert f"docker pull {parameters(load_template())['TrainingImageUri']}" in calls
     (run,) = [c for c in calls if c.startswith("docker run")]
-    assert "--gpus all" in run and "-e NPROC=2" in run and "awslogs-stream=i-0123/job" in run
+    assert "--gpus all" in run and "-e NPROC=auto" in run and "awslogs-stream=i-0123/job" in run
     assert f"-e MODEL_BUCKET={BUCKET}" in run and f"-e DATA_S3_URIS={','.join(DATA_URIS)}" in run
     job_s3 = f"s3://{BUCKET}/{PREFIX}/training-jobs/newsgen-train/i-0123"
     assert f"aws s3 cp - {job_s3}/exit-code --only-show-errors" in calls
     assert calls[calls.index(f"aws s3 cp - {job_s3}/exit-code --only-show-errors") + 1] == "stdin 0"
     assert f"aws s3 cp /var/log/cloud-init-output.log {job_s3}/bootstrap.log --only-show-errors" in calls
+    reports = "--recursive --exclude * --include */training_report.json --include */loss.png"
+    assert f"aws s3 cp /opt/newsgen/work/runs {job_s3} {reports} --only-show-errors" in calls
     assert calls[-1] == "shutdown -h now"
 
 
@@ -386,7 +387,7 @@ def test_dockerfile_pins_the_projects_torch_on_a_cuda_12_base():
     assert re.search(r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/cu12\d$", text, re.M)
     assert re.search(r"^ARG CUDA_IMAGE=nvidia/cuda:12\.\d+\.\d+-\S+$", text, re.M)
     assert 'pip install ".[train]"' in text
-    assert 'ENTRYPOINT ["/opt/newsgen/pipeline.sh"]' in text
+    assert 'ENTRYPOINT ["python", "-m", "training", "pipeline"]' in text
     assert "HF_HOME=/opt/ml/" in text
     copies = {
         source
@@ -394,7 +395,7 @@ def test_dockerfile_pins_the_projects_torch_on_a_cuda_12_base():
         if line.startswith("COPY ")
         for source in [word for word in line.split()[1:] if not word.startswith("--")][:-1]
     }
-    assert {"pyproject.toml", "layers/", "handlers/", "training/", "infra/training/pipeline.sh"} <= copies, copies
+    assert {"pyproject.toml", "layers/", "handlers/", "training/"} <= copies, copies
     # The build context is the repository root: the Dockerfile's own ignore file lets in only what is copied.
     ignore = [
         line
@@ -405,17 +406,40 @@ def test_dockerfile_pins_the_projects_torch_on_a_cuda_12_base():
     assert {"!" + source for source in copies} <= set(ignore)
 
 
-# ------------------------------------------------------------------------------------ pipeline.sh
-def test_pipeline_is_valid_bash():
-    result = subprocess.run(["bash", "-n", str(PIPELINE)], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert "set -euo pipefail" in PIPELINE.read_text()
+# ------------------------------------------------------------------------------------ the job
+def test_settings_are_checked_and_nproc_trains_under_torchrun(tmp_path, monkeypatch):
+    from training import pipeline
+
+    monkeypatch.setattr(pipeline, "gpus", lambda: ["0, NVIDIA A10G, 23028 MiB", "1, NVIDIA A10G, 23028 MiB"])
+    env = {"WORKDIR": str(tmp_path), "DATA": str(tmp_path)}
+    for bad, error in [
+        ({"NPROC": "0"}, "NPROC must be a positive integer or auto"),
+        ({"NPROC": "3"}, "NPROC=3 needs 3 GPUs; nvidia-smi sees 2"),
+        ({"MAX_STEPS": "ten"}, "MAX_STEPS must be an integer"),
+        ({"DISTILL": "yes"}, "DISTILL must be 0 or 1"),
+        ({"VERSION": "LATEST"}, "VERSION 'LATEST'"),
+    ]:
+        with pytest.raises(pipeline.JobError, match=re.escape(error)):
+            pipeline.settings({**env, **bad})
+    job = pipeline.settings({**env, "NPROC": "auto", "EVAL_STEPS": "5", "EXTRA_TRAIN_ARGS": "--seed 7"})
+    assert job["NPROC"] == "2" and job["DISTILL_MAX_STEPS"] == "-1"
+    assert (tmp_path / "VERSION").read_text().strip() == job["VERSION"]  # kept for a resumed job
+    commands = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda command, check: commands.append(command))
+    assert pipeline.fit(job, "headline", distilled=False) == "done"
+    assert pipeline.fit(job, "headline", distilled=True) == "done"
+    train, distill = commands
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    assert train[: len(torchrun) + 3] == [*torchrun, "-m", "training", "train"]
+    assert "--eval-steps=5" in train and train[-2:] == ["--seed", "7"]
+    assert distill[:4] == [sys.executable, "-m", "training", "distill"] and "--eval-steps=5" in distill
 
 
 def pipeline(env: dict, timeout: int = 300) -> subprocess.CompletedProcess:
     full = {k: v for k, v in os.environ.items() if k not in ("MODEL_BUCKET", "DATA", "DATA_S3_URIS", "VERSION")}
-    full.update(PYTHON=sys.executable, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **env)
-    return subprocess.run(["bash", str(PIPELINE)], cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
+    full.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", **env)
+    command = [sys.executable, "-m", "training", "pipeline"]
+    return subprocess.run(command, cwd=ROOT, env=full, capture_output=True, text=True, timeout=timeout)
 
 
 def test_pipeline_refuses_to_start_without_data(tmp_path):
@@ -426,17 +450,8 @@ def test_pipeline_refuses_to_start_without_data(tmp_path):
     assert result.returncode == 2 and "VERSION 'no spaces'" in result.stderr
 
 
-def distill_available() -> bool:
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "distill", "--help"], cwd=ROOT, capture_output=True, timeout=120
-    )
-    return result.returncode == 0
-
-
 @pytest.mark.slow
 def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, s3_endpoint, service_for, monkeypatch):
-    if not distill_available():
-        pytest.skip("`python -m training distill` is not available in this build yet")
     from newsgen import artifacts
     from training.demo_corpus import write_demo_csv
 
@@ -474,7 +489,7 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
 
     # 2. An interrupted distillation (checkpoints, no final model) is resumed; finished steps are skipped.
     distilled = work / "runs" / "article-distilled"
-    for name in ("model.safetensors", "training_report.json", ".pipeline-done"):
+    for name in ("model.safetensors", "training_report.json"):
         (distilled / name).unlink(missing_ok=True)
     assert list((distilled / "checkpoints").glob("checkpoint-*"))
     second = pipeline({**job, "MODEL_BUCKET": bucket})
@@ -504,17 +519,17 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
     assert other.returncode == 2 and "holds a job with other inputs or settings" in other.stderr
 
     # 6. The API serves what the job published: LATEST for both tasks, and a pinned distilled version.
-    from events import FakeContext, api_event
     from handlers import api
+    from infra.local.harness import LambdaContext, api_event
 
     monkeypatch.setattr(api, "service", service_for(bucket))
     response = api.lambda_handler(
-        api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), FakeContext()
+        api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), LambdaContext()
     )
     assert response["statusCode"] == 200, response["body"]
     assert [m["version"] for m in json.loads(response["body"])["model"]] == ["t1", "t1"]
     monkeypatch.setattr(api, "service", service_for(bucket, headline_model_version="t1-distilled"))
     response = api.lambda_handler(
-        api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), FakeContext()
+        api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), LambdaContext()
     )
     assert response["statusCode"] == 200 and json.loads(response["body"])["model"]["version"] == "t1-distilled"

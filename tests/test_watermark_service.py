@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from events import FakeContext, api_event
+from infra.local.harness import LambdaContext, api_event
 
 LONG = {"max_new_tokens": 120, "do_sample": True, "no_repeat_ngram_size": 0, "repetition_penalty": 1.0}
 
@@ -20,7 +20,7 @@ def api(published, service_for, monkeypatch):
     monkeypatch.setattr(handler, "service", service)
 
     def call(method: str, path: str, body=None) -> tuple[int, dict]:
-        response = handler.lambda_handler(api_event(method, path, body), FakeContext())
+        response = handler.lambda_handler(api_event(method, path, body), LambdaContext())
         return response["statusCode"], json.loads(response["body"])
 
     call.service = service

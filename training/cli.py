@@ -1,5 +1,5 @@
 """`python -m training <command>`: prepare, train, distill, sample, publish, set-latest, mirror, detect,
-watermark-keys, demo-data.
+watermark-keys, pipeline, demo-data.
 
 Errors in the user's input end with one line naming the problem (exit 2), not a traceback.
 """
@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="an existing keyring file: its keys stay (for detection), a new one becomes current",
     )
+
+    commands.add_parser("pipeline", help="the whole GPU training job, set by env vars (training/pipeline.py)")
 
     d = commands.add_parser("demo-data", help="write the project's own synthetic demo corpus (CSV)")
     d.add_argument("--output", type=Path, required=True)
@@ -276,6 +278,10 @@ def run(args: argparse.Namespace) -> object:
 
         existing = watermark.parse_keyring(args.rotate.read_text(), str(args.rotate)) if args.rotate else None
         return watermark.keyring_with_new_key(existing).model_dump()
+    if args.command == "pipeline":
+        from training.pipeline import run_job
+
+        return run_job()
     if args.command == "demo-data":
         from training.demo_corpus import write_demo_csv
 

@@ -11,23 +11,13 @@ import sys
 import time
 from pathlib import Path
 
-from infra.local.run import BATCH_BUCKET, BATCH_QUEUE
-
-LOCAL_S3 = "http://127.0.0.1:5001"
+from infra.local import harness
 
 
-def clients(endpoint: str | None):
-    import boto3
+def clients(endpoint: str | None) -> harness.Clients:
     from botocore.config import Config
 
-    local = (
-        {"endpoint_url": endpoint, "aws_access_key_id": "local", "aws_secret_access_key": "local"} if endpoint else {}
-    )
-    config = Config(retries={"max_attempts": 1})
-    return (
-        boto3.client("s3", region_name="us-east-1", config=config, **local),
-        boto3.client("sqs", region_name="us-east-1", config=config, **local),
-    )
+    return harness.clients(endpoint, Config(retries={"max_attempts": 1}))
 
 
 def submit(args) -> None:
@@ -37,7 +27,7 @@ def submit(args) -> None:
 
     if not args.file.is_file():
         sys.exit(f"error: FILE={args.file}: no such file")
-    s3, _ = clients(args.endpoint)
+    s3 = clients(args.endpoint).s3
     key = f"{batch.IN_PREFIX}{args.file.name}"
     try:
         etag = s3.put_object(Bucket=args.bucket, Key=key, Body=args.file.read_bytes())["ETag"].strip('"')
@@ -76,9 +66,10 @@ def redrive(args) -> None:
 
     from newsgen import batch
 
-    s3, sqs = clients(args.endpoint)
+    local = clients(args.endpoint)
+    s3, sqs = local.s3, local.sqs
     try:
-        queue_url = args.queue_url or sqs.get_queue_url(QueueName=BATCH_QUEUE)["QueueUrl"]
+        queue_url = args.queue_url or sqs.get_queue_url(QueueName=harness.BATCH_QUEUE)["QueueUrl"]
         sent = batch.redrive(s3, args.bucket, lambda messages: batch.send_chunks(sqs, queue_url, messages), args.job)
     except (BotoCoreError, ClientError) as exc:
         sys.exit(f"error: cannot reach the batch bucket or queue ({exc}); start `make run` first")
@@ -87,13 +78,15 @@ def redrive(args) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.local.batch", description=__doc__.splitlines()[0])
-    parser.add_argument("--endpoint", default=LOCAL_S3, help="S3/SQS endpoint; '' for AWS (default: make run's)")
-    parser.add_argument("--bucket", default=BATCH_BUCKET, help="the batch bucket (default: make run's)")
+    parser.add_argument(
+        "--endpoint", default=harness.endpoint(), help="S3/SQS endpoint; '' for AWS (default: make run's)"
+    )
+    parser.add_argument("--bucket", default=harness.BATCH_BUCKET, help="the batch bucket (default: make run's)")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("submit", help="upload a prompts file and wait for its answer")
     run.add_argument("file", type=Path, help="a .jsonl or .csv prompts file")
     run.add_argument("--timeout", type=float, default=1800)
-    run.add_argument("--output-dir", type=Path, default=Path(".newsgen/batch"))
+    run.add_argument("--output-dir", type=Path, default=harness.STATE_DIR / "batch")
     again = commands.add_parser("redrive", help="send dead chunks back to the chunk queue")
     again.add_argument("--job", default=None, help="one job's id (its summary's `job`); default: all")
     again.add_argument("--queue-url", default=None, help="the chunk queue (default: make run's)")

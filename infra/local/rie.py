@@ -9,15 +9,14 @@ with a real Lambda context (request id, deadline from AWS_LAMBDA_FUNCTION_TIMEOU
     with emulated_function("handlers.api.lambda_handler", env) as invoke:
         response = invoke(event)            # what Lambda would return to API Gateway
 
-`make invoke EVENT=events/api-headlines.json FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters` runs
-the CLI below against the local S3 of a running `make run` (127.0.0.1:5001: models in s3://newsgen-models/models/,
-batch files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). Batch events are passed verbatim, so the
-objects they name must exist there as the events describe them: the dispatcher reads an upload only while its
-ETag is the event's, and a chunk message is a byte range of that upload. The bundled events/s3-batch-in.json
-and sqs-batch-chunk.json describe EXAMPLE_INPUT below at s3://newsgen-batch/batch/in/prompts.jsonl (its size,
-MD5 ETag, and its one chunk); `--put-example-input` puts it there before invoking. Note that `make run`'s own
-S3/SQS pollers also act on new batch/in/ objects (as a separate upload: another job, same output) and on the
-chunk queue.
+`make invoke EVENT=api-headlines FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters` runs the CLI
+below against the local S3 of a running `make run` (the harness's names: models in s3://newsgen-models/models/,
+batch files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). EVENT is one of the harness's named
+events or a JSON file. Batch events are passed verbatim, so the objects they name must exist there as the
+events describe them: the dispatcher reads an upload only while its ETag is the event's, and a chunk message is
+a byte range of that upload. The named events s3-batch-in and sqs-batch-chunk describe harness.EXAMPLE_INPUT;
+`--put-example-input` puts it there before invoking. Note that `make run`'s own S3/SQS pollers also act on new
+batch/in/ objects (as a separate upload: another job, same output) and on the chunk queue.
 
 Everything listens on 127.0.0.1 only; the emulator and the runtime are stopped by PID on exit.
 """
@@ -42,54 +41,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
-ROOT = Path(__file__).resolve().parents[2]
+from infra.local import harness
+from infra.local.harness import HOST, ROOT
+
 SAM_VENV = ROOT / ".venv-sam"
 SAM_TARGET = ".venv-sam/.installed"
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
-HOST = "127.0.0.1"
-
-
-# name → (handler, memory MB, timeout s, environment), as template.yaml declares the functions.
-FUNCTIONS: dict[str, tuple[str, int, int, dict[str, str]]] = {
-    "api": (
-        "handlers.api.lambda_handler",
-        2048,
-        28,
-        {"POWERTOOLS_SERVICE_NAME": "newsgen-api", "PRELOAD_MODELS": "true", "TIME_MARGIN_MS": "1500"},
-    ),
-    "batch-dispatch": (
-        "handlers.batch.dispatch_handler",
-        512,
-        300,
-        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dispatch", "BATCH_CHUNK_LINES": "50", "BATCH_CHUNK_TOKENS": "16384"},
-    ),
-    "batch-worker": (
-        "handlers.batch.worker_handler",
-        2048,
-        900,
-        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-worker", "PRELOAD_MODELS": "true"},
-    ),
-    "batch-dead-letters": (
-        "handlers.batch.dead_letter_handler",
-        512,
-        120,
-        {"POWERTOOLS_SERVICE_NAME": "newsgen-batch-dead-letters"},
-    ),
-}
-# The settings each function reads from names the template gives as references (newsgen.settings.Settings):
-# local_env sets them from its arguments.
-QUEUE_URL_VAR = "BATCH_QUEUE_URL"  # the dispatcher's chunk queue
-RESULTS_BUCKET_VAR = "RESULTS_BUCKET"  # the dead-letter recorder's bucket (unreadable messages are kept there)
-
-
-# The upload the bundled batch events describe (events/s3-batch-in.json, events/sqs-batch-chunk.json).
-EXAMPLE_BUCKET = "newsgen-batch"
-EXAMPLE_KEY = "batch/in/prompts.jsonl"
-EXAMPLE_INPUT = (
-    b'{"id": "h1", "task": "headline", "prompt": "City council", "parameters": {"seed": 1, "max_new_tokens": 12}}\n'
-    b'{"id": "a1", "task": "article", "headline": "City council approves a new harbor ferry line", '
-    b'"parameters": {"seed": 2, "max_new_tokens": 40}}\n'
-)
 
 
 class RieError(RuntimeError):
@@ -214,24 +171,25 @@ class Invoker:
 
 @contextlib.contextmanager
 def emulated_function(
-    handler: str,
+    function: str | harness.Function,
     env: dict[str, str],
     port: int | None = None,
     *,
     python: str | None = None,
-    function_name: str = "newsgen-local",
-    memory_mb: int = 2048,
-    timeout_s: int = 300,
+    timeout_s: int | None = None,
     log: IO | Path | None = None,
     startup_timeout_s: float = 30.0,
 ) -> Iterator[Invoker]:
-    """Run `handler` ("module.function") under the RIE + awslambdaric; yields `invoke(event) -> dict`.
+    """Run a function of template.yaml (its name, e.g. "api") or any `harness.Function` under the RIE +
+    awslambdaric, with its memory size and timeout (or `timeout_s`); yields `invoke(event) -> dict`.
 
     The function sees only `env` plus what Lambda sets (no host AWS_* or other settings leak in), with the
     repository as its task root (cwd and PYTHONPATH). `log`: a file object or path for the emulator's and the
     function's output (START/END/REPORT lines, the handler's logs); default a temporary file, read with
     `invoke.logs()`. The emulator (and the runtime it starts) are stopped on exit, on errors too.
     """
+    spec = harness.functions()[function] if isinstance(function, str) else function
+    timeout_s = timeout_s or spec.timeout_s
     rie = find_rie()
     python = python or sys.executable
     if python == sys.executable and importlib.util.find_spec("awslambdaric") is None:
@@ -248,8 +206,8 @@ def emulated_function(
         "LAMBDA_TASK_ROOT": str(ROOT),
         "PYTHONPATH": pythonpath,
         "PYTHONUNBUFFERED": "1",
-        "AWS_LAMBDA_FUNCTION_NAME": function_name,
-        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(memory_mb),
+        "AWS_LAMBDA_FUNCTION_NAME": f"newsgen-{spec.name}",
+        "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(spec.memory_mb),
         "AWS_LAMBDA_FUNCTION_TIMEOUT": str(timeout_s),
         **{k: str(v) for k, v in env.items()},
     }
@@ -264,7 +222,7 @@ def emulated_function(
         python,
         "-m",
         "awslambdaric",
-        handler,
+        spec.handler,
     ]
     with contextlib.ExitStack() as stack:
         log_path = None
@@ -302,59 +260,23 @@ def emulated_function(
         yield invoker
 
 
-def local_env(
-    endpoint: str,
-    function: str,
-    *,
-    model_bucket: str,
-    model_prefix: str,
-    cache_dir: Path,
-    watermark_keys_file: Path,
-    queue_url: str | None = None,
-    results_bucket: str | None = None,
-) -> dict[str, str]:
-    """The environment of a function that talks to a local S3/SQS (moto) at `endpoint`."""
-    env = {
-        "AWS_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "local",
-        "AWS_SECRET_ACCESS_KEY": "local",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "MODEL_BUCKET": model_bucket,
-        "MODEL_PREFIX": model_prefix,
-        "MODEL_CACHE_DIR": str(cache_dir),
-        "WATERMARK_KEYS_FILE": str(watermark_keys_file),
-        "POWERTOOLS_METRICS_NAMESPACE": "newsgen-local",
-        "POWERTOOLS_TRACE_DISABLED": "true",  # no X-Ray daemon here
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        **FUNCTIONS[function][3],
-    }
-    if queue_url:
-        env[QUEUE_URL_VAR] = queue_url
-    if results_bucket:
-        env[RESULTS_BUCKET_VAR] = results_bucket
-    return env
-
-
 def main(argv: list[str] | None = None) -> None:
-    from infra.local.run import BATCH_BUCKET, BATCH_QUEUE, BUCKET, PREFIX, WATERMARK_KEYS
-
     parser = argparse.ArgumentParser(prog="make invoke", description=__doc__.splitlines()[0])
-    parser.add_argument("--event", type=Path, required=True, help="a JSON event file (see events/)")
-    parser.add_argument("--function", choices=sorted(FUNCTIONS), required=True)
-    parser.add_argument("--endpoint", default="http://127.0.0.1:5001", help="the local S3/SQS of `make run`")
-    parser.add_argument("--model-bucket", default=BUCKET)
-    parser.add_argument("--model-prefix", default=PREFIX)
+    parser.add_argument("--event", required=True, help=f"a JSON event file or one of {', '.join(harness.EVENTS)}")
+    parser.add_argument("--function", choices=sorted(harness.LOGICAL_IDS), required=True)
+    parser.add_argument("--endpoint", default=harness.endpoint(), help="the local S3/SQS of `make run`")
+    parser.add_argument("--model-bucket", default=harness.MODEL_BUCKET)
+    parser.add_argument("--model-prefix", default=harness.MODEL_PREFIX)
+    parser.add_argument("--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: {harness.BATCH_QUEUE}'s)")
     parser.add_argument(
-        "--queue-url", default=None, help=f"BATCH_QUEUE_URL (default: the URL of {BATCH_QUEUE} at --endpoint)"
+        "--results-bucket", default=harness.BATCH_BUCKET, help="RESULTS_BUCKET of the dead-letter recorder"
     )
-    parser.add_argument("--results-bucket", default=BATCH_BUCKET, help="RESULTS_BUCKET of the dead-letter recorder")
     parser.add_argument(
         "--put-example-input",
         action="store_true",
-        help=f"first put the upload the bundled batch events describe (s3://{EXAMPLE_BUCKET}/{EXAMPLE_KEY})",
+        help=f"first put the upload the example batch events describe (s3://{harness.BATCH_BUCKET}/{harness.EXAMPLE_KEY})",
     )
-    parser.add_argument("--cache-dir", type=Path, default=ROOT / ".newsgen" / "rie" / "cache")
+    parser.add_argument("--cache-dir", type=Path, default=harness.STATE_DIR / "rie" / "cache")
     parser.add_argument("--port", type=int, default=None, help="the emulator's port on 127.0.0.1 (default: a free one)")
     parser.add_argument(
         "--timeout", type=int, default=None, help="AWS_LAMBDA_FUNCTION_TIMEOUT (default: template.yaml's)"
@@ -362,63 +284,46 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quiet", action="store_true", help="do not show the emulator's and function's log on stderr")
     args = parser.parse_args(argv)
     try:
-        event = json.loads(args.event.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        parser.error(f"EVENT={args.event}: {exc}")
-    handler, memory_mb, timeout_s, _ = FUNCTIONS[args.function]
+        event = harness.event(args.event)
+    except ValueError as exc:
+        parser.error(str(exc))
 
-    import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
-    client_args = dict(
-        endpoint_url=args.endpoint,
-        region_name="us-east-1",
-        aws_access_key_id="local",
-        aws_secret_access_key="local",
-        config=Config(retries={"max_attempts": 1}, connect_timeout=3),
-    )
+    clients = harness.clients(args.endpoint, Config(retries={"max_attempts": 1}, connect_timeout=3))
     try:
         if args.function == "api":
-            boto3.client("s3", **client_args).head_bucket(Bucket=args.model_bucket)
+            clients.s3.head_bucket(Bucket=args.model_bucket)
         if args.put_example_input:
-            boto3.client("s3", **client_args).put_object(Bucket=EXAMPLE_BUCKET, Key=EXAMPLE_KEY, Body=EXAMPLE_INPUT)
+            clients.s3.put_object(Bucket=harness.BATCH_BUCKET, Key=harness.EXAMPLE_KEY, Body=harness.EXAMPLE_INPUT)
         queue_url = args.queue_url
         if args.function == "batch-dispatch" and not queue_url:
-            queue_url = boto3.client("sqs", **client_args).get_queue_url(QueueName=BATCH_QUEUE)["QueueUrl"]
+            queue_url = clients.sqs.get_queue_url(QueueName=harness.BATCH_QUEUE)["QueueUrl"]
     except (BotoCoreError, ClientError) as exc:
         sys.exit(
             f"error: the local S3/SQS at {args.endpoint} is not ready ({exc}); start `make run` first "
-            f"(it serves s3://{args.model_bucket}, s3://{BATCH_BUCKET} and the {BATCH_QUEUE} queue)"
+            f"(it serves s3://{args.model_bucket}, s3://{harness.BATCH_BUCKET} and the {harness.BATCH_QUEUE} queue)"
         )
-    env = local_env(
-        args.endpoint,
+    env = harness.function_env(
         args.function,
+        args.endpoint,
         model_bucket=args.model_bucket,
         model_prefix=args.model_prefix,
         cache_dir=args.cache_dir.resolve(),
-        watermark_keys_file=WATERMARK_KEYS.resolve(),
         queue_url=queue_url,
         results_bucket=args.results_bucket if args.function == "batch-dead-letters" else None,
     )
     log = subprocess.DEVNULL if args.quiet else sys.stderr
     try:
-        with emulated_function(
-            handler,
-            env,
-            args.port,
-            function_name=f"newsgen-{args.function}",
-            memory_mb=memory_mb,
-            timeout_s=args.timeout or timeout_s,
-            log=log,
-        ) as invoke:
+        with emulated_function(args.function, env, args.port, timeout_s=args.timeout, log=log) as invoke:
             response = invoke(event)
     except RieError as exc:
         sys.exit(f"error: {exc}")
     sys.stderr.flush()
     print(json.dumps(response, indent=2, ensure_ascii=False))
     print(
-        f"# {args.function}: {handler} answered in {invoke.durations[-1]:.2f}s (cold: includes the init phase)",
+        f"# {args.function}: answered in {invoke.durations[-1]:.2f}s (cold: includes the init phase)",
         file=sys.stderr,
     )
     if isinstance(response, dict) and "errorType" in response and "errorMessage" in response:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
 import os
 import signal
 import socket
@@ -19,12 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-DEFAULT_WORKDIR = Path(".newsgen/demo")
-WATERMARK_KEYS = Path(".newsgen/watermark-keys.json")  # made on first use; keep it to detect older texts
-BUCKET = "newsgen-models"
-PREFIX = "models"
-BATCH_BUCKET = "newsgen-batch"
-BATCH_QUEUE = "newsgen-batch-chunks"
+from infra.local import harness
+
+DEFAULT_WORKDIR = harness.STATE_DIR / "demo"
 # Enough steps for the tiny models to learn the prompt format and the corpus' shape on 2 CPU cores.
 DEMO_STEPS = {"headline": 400, "article": 300}
 
@@ -32,22 +28,6 @@ DEMO_STEPS = {"headline": 400, "article": 300}
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex((host, port)) != 0
-
-
-def start_s3(host: str, port: int):
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per S3 request drowns the output
-    server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
-    server.start()
-    endpoint = f"http://{host}:{server._server.server_port}"
-    os.environ.update(
-        AWS_ENDPOINT_URL=endpoint,
-        AWS_ACCESS_KEY_ID="local",
-        AWS_SECRET_ACCESS_KEY="local",
-        AWS_DEFAULT_REGION="us-east-1",
-    )
-    return server, endpoint
 
 
 def source_key(data: Path | None) -> str:
@@ -110,12 +90,14 @@ def publish(models: dict[str, Path]) -> dict[str, str]:
     from training.publish import publish_model
 
     s3 = boto3.client("s3")
-    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket=harness.MODEL_BUCKET)
     versions = {}
     for task, path in models.items():
         report = json.loads((path / "training_report.json").read_text())
         version = f"demo-{(report.get('data_fingerprint') or 'local')[:12]}"
-        publish_model(path, bucket=BUCKET, prefix=PREFIX, task=task, version=version, progress=False)
+        publish_model(
+            path, bucket=harness.MODEL_BUCKET, prefix=harness.MODEL_PREFIX, task=task, version=version, progress=False
+        )
         versions[task] = version
     return versions
 
@@ -127,17 +109,15 @@ def start_batch(endpoint: str):
     from infra.local.triggers import Pollers, S3Trigger, SqsTrigger, create_queues
 
     s3, sqs = boto3.client("s3"), boto3.client("sqs")
-    s3.create_bucket(Bucket=BATCH_BUCKET)
-    queue_url, dlq_url = create_queues(sqs, BATCH_QUEUE, max_receive_count=3, visibility_timeout=60)
-    os.environ.update(BATCH_QUEUE_URL=queue_url, RESULTS_BUCKET=BATCH_BUCKET)
+    s3.create_bucket(Bucket=harness.BATCH_BUCKET)
+    queue_url, dlq_url = create_queues(sqs, harness.BATCH_QUEUE, max_receive_count=3, visibility_timeout=60)
+    os.environ.update(BATCH_QUEUE_URL=queue_url, RESULTS_BUCKET=harness.BATCH_BUCKET)
     from handlers import batch as handlers  # reads its settings at import, as in Lambda
 
     return Pollers(
-        S3Trigger(s3, BATCH_BUCKET, handlers.dispatch_handler),
+        S3Trigger(s3, harness.BATCH_BUCKET, handlers.dispatch_handler),
         SqsTrigger(sqs, queue_url, handlers.worker_handler),
-        SqsTrigger(
-            sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function_name="newsgen-batch-dead-letters"
-        ),
+        SqsTrigger(sqs, dlq_url, handlers.dead_letter_handler, batch_size=10, function="batch-dead-letters"),
     ).start()
 
 
@@ -148,9 +128,9 @@ def _interrupt(signum, frame):
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="make run", description="newsgen on this machine: local S3 + local API")
     parser.add_argument("--data", type=Path, default=None, help="an All-the-News CSV (default: the demo corpus)")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=3000)
-    parser.add_argument("--s3-port", type=int, default=5001)
+    parser.add_argument("--host", default=harness.HOST)
+    parser.add_argument("--port", type=int, default=harness.API_PORT)
+    parser.add_argument("--s3-port", type=int, default=harness.S3_PORT)
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     args = parser.parse_args(argv)
     if args.data is not None and not args.data.is_file():
@@ -160,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"port {port} on {args.host} is in use; stop what uses it or pass another port")
 
     started = time.perf_counter()
-    s3_server, endpoint = start_s3(args.host, args.s3_port)
+    s3_server, endpoint = harness.start_s3(args.s3_port, args.host)
     api_server = pollers = None
     # SIGTERM (from `kill`, or make's parent) stops as cleanly as Ctrl-C.
     # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
@@ -170,14 +150,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"local S3 on {endpoint}", flush=True)
         models = ensure_models(args.workdir, args.data, DEMO_STEPS)
         versions = publish(models)
-        print(f"published to s3://{BUCKET}/{PREFIX}/: {versions}", flush=True)
+        print(f"published to s3://{harness.MODEL_BUCKET}/{harness.MODEL_PREFIX}/: {versions}", flush=True)
         os.environ.update(
-            MODEL_BUCKET=BUCKET,
-            MODEL_PREFIX=PREFIX,
-            MODEL_CACHE_DIR=str((args.workdir / "cache").resolve()),
-            WATERMARK_KEYS_FILE=str(WATERMARK_KEYS.resolve()),
-            PRELOAD_MODELS="true",
-            POWERTOOLS_METRICS_NAMESPACE="newsgen-local",
+            harness.function_env("api", endpoint, cache_dir=(args.workdir / "cache").resolve()),
+            POWERTOOLS_SERVICE_NAME="newsgen-local",
         )
         from infra.local.server import serve
 
@@ -191,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
             f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"
             f'  curl -s -XPOST {url}/v1/detect -d \'{{"text":"…a generated article…"}}\'    (is it watermarked?)\n'
             f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json    ·    docs: {url}/docs\n"
-            f"  make batch FILE=prompts.jsonl    (drops it into s3://{BATCH_BUCKET}/batch/in/)\n",
+            f"  make batch FILE=prompts.jsonl    (drops it into s3://{harness.BATCH_BUCKET}/batch/in/)\n",
             flush=True,
         )
         while True:

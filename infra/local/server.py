@@ -9,67 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import threading
-import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import parse_qs, urlsplit
+
+from infra.local.harness import API_PORT, HOST, LambdaContext, api_event
 
 # API Gateway's own limit for payloads; our handler applies the smaller MAX_BODY_BYTES itself.
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
-LAMBDA_TIMEOUT_S = 28.0
-
-
-@dataclass
-class LocalContext:
-    """The parts of the Lambda context object the handlers use."""
-
-    function_name: str = "newsgen-api-local"
-    function_version: str = "$LATEST"
-    memory_limit_in_mb: int = 2048
-    invoked_function_arn: str = "arn:aws:lambda:local:000000000000:function:newsgen-api-local"
-    aws_request_id: str = ""
-    deadline: float = 0.0
-
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self.deadline - time.monotonic()) * 1000))
-
-
-def proxy_event(method: str, raw_path: str, headers: dict[str, str], body: bytes | None, request_id: str) -> dict:
-    url = urlsplit(raw_path)
-    query = parse_qs(url.query, keep_blank_values=True)
-    text, is_base64 = None, False
-    if body:
-        try:
-            text = body.decode("utf-8")
-        except UnicodeDecodeError:
-            text, is_base64 = base64.b64encode(body).decode(), True  # as API Gateway passes binary bodies
-    return {
-        "resource": url.path,
-        "path": url.path,
-        "httpMethod": method,
-        "headers": headers,
-        "multiValueHeaders": {k: [v] for k, v in headers.items()},
-        "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
-        "multiValueQueryStringParameters": query or None,
-        "pathParameters": None,
-        "stageVariables": None,
-        "requestContext": {
-            "resourcePath": url.path,
-            "httpMethod": method,
-            "path": f"/local{url.path}",
-            "stage": "local",
-            "requestId": request_id,
-            "requestTimeEpoch": int(time.time() * 1000),
-            "identity": {"sourceIp": "127.0.0.1", "userAgent": headers.get("User-Agent", "")},
-            "accountId": "000000000000",
-            "apiId": "local",
-            "protocol": "HTTP/1.1",
-        },
-        "body": text,
-        "isBase64Encoded": is_base64,
-    }
 
 
 def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callable[[], str]):
@@ -106,10 +53,11 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
             if self.path.split("?")[0] == "/openapi.json" and self.command == "GET":
                 return self._send(200, openapi().encode(), {"Content-Type": "application/json"})
             request_id = str(uuid.uuid4())
-            context = LocalContext(aws_request_id=request_id, deadline=time.monotonic() + LAMBDA_TIMEOUT_S)
-            headers = {k: v for k, v in self.headers.items()}
+            context = LambdaContext.of("api", aws_request_id=request_id)
+            headers = dict(self.headers.items())
+            event = api_event(self.command, self.path, raw=body or b"", headers=headers, request_id=request_id)
             try:
-                response = lambda_handler(proxy_event(self.command, self.path, headers, body, request_id), context)
+                response = lambda_handler(event, context)
             except Exception as exc:  # the handler should never raise; if it does, answer like API Gateway
                 print(f"handler raised {type(exc).__name__}: {exc}", flush=True)
                 return self._error(502, "the function failed to answer", "bad_gateway")
@@ -130,7 +78,7 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
     return Handler
 
 
-def serve(host: str = "127.0.0.1", port: int = 3000) -> ThreadingHTTPServer:
+def serve(host: str = HOST, port: int = API_PORT) -> ThreadingHTTPServer:
     """Start the server on a background thread and return it (call .shutdown() to stop)."""
     from handlers import api
 

@@ -9,16 +9,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
-import time
-import uuid
 from collections.abc import Callable
 
-from infra.local.server import LocalContext
-
-REGION = "us-east-1"
+from infra.local.harness import LambdaContext, s3_event, sqs_event
 
 
 def create_queues(sqs, name: str, *, max_receive_count: int = 3, visibility_timeout: int = 30) -> tuple[str, str]:
@@ -33,57 +28,6 @@ def create_queues(sqs, name: str, *, max_receive_count: int = 3, visibility_time
         },
     )["QueueUrl"]
     return queue_url, dlq_url
-
-
-def s3_event(bucket: str, key: str, size: int, etag: str, sequencer: str | None = None) -> dict:
-    return {
-        "Records": [
-            {
-                "eventVersion": "2.1",
-                "eventSource": "aws:s3",
-                "awsRegion": REGION,
-                "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-                "eventName": "ObjectCreated:Put",
-                "userIdentity": {"principalId": "local"},
-                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
-                "responseElements": {"x-amz-request-id": uuid.uuid4().hex, "x-amz-id-2": uuid.uuid4().hex},
-                "s3": {
-                    "s3SchemaVersion": "1.0",
-                    "configurationId": "batch-in",
-                    "bucket": {
-                        "name": bucket,
-                        "ownerIdentity": {"principalId": "local"},
-                        "arn": f"arn:aws:s3:::{bucket}",
-                    },
-                    "object": {
-                        "key": key,
-                        "size": size,
-                        "eTag": etag.strip('"'),
-                        "sequencer": sequencer or f"{time.time_ns():X}",
-                    },
-                },
-            }
-        ]
-    }
-
-
-def sqs_event(messages: list[dict], queue_arn: str) -> dict:
-    return {
-        "Records": [
-            {
-                "messageId": m["MessageId"],
-                "receiptHandle": m["ReceiptHandle"],
-                "body": m["Body"],
-                "attributes": m.get("Attributes", {}),
-                "messageAttributes": {},
-                "md5OfBody": hashlib.md5(m["Body"].encode()).hexdigest(),
-                "eventSource": "aws:sqs",
-                "eventSourceARN": queue_arn,
-                "awsRegion": REGION,
-            }
-            for m in messages
-        ]
-    }
 
 
 class S3Trigger:
@@ -102,7 +46,7 @@ class S3Trigger:
                 self.seen.add(upload)
                 self.handler(
                     s3_event(self.bucket, obj["Key"], obj["Size"], obj["ETag"]),
-                    LocalContext(function_name="newsgen-batch-dispatch", deadline=time.monotonic() + 60),
+                    LambdaContext.of("batch-dispatch"),
                 )
                 fired += 1
         return fired
@@ -116,11 +60,10 @@ class SqsTrigger:
         handler: Callable,
         *,
         batch_size: int = 1,
-        timeout_s: float = 900,
-        function_name: str = "newsgen-batch-worker",
+        function: str = "batch-worker",
     ):
         self.sqs, self.queue_url, self.handler = sqs, queue_url, handler
-        self.batch_size, self.timeout_s, self.function_name = batch_size, timeout_s, function_name
+        self.batch_size, self.function = batch_size, function
         self.queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"][
             "QueueArn"
         ]
@@ -135,7 +78,7 @@ class SqsTrigger:
         ).get("Messages", [])
         if not messages:
             return 0
-        context = LocalContext(function_name=self.function_name, deadline=time.monotonic() + self.timeout_s)
+        context = LambdaContext.of(self.function)
         try:
             response = self.handler(sqs_event(messages, self.queue_arn), context)
             failed = {f["itemIdentifier"] for f in (response or {}).get("batchItemFailures", [])}
