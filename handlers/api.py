@@ -212,16 +212,17 @@ def public_failure(exc: NewsgenError, rid: str | None) -> tuple[str, dict]:
 
 
 @functools.cache
-def allowed_methods(path: str) -> str:
-    """The methods the routes above answer on a path ("" for none): the route table is the decorators."""
-    item = (app.get_openapi_schema().paths or {}).get(path)
-    return ", ".join(m.upper() for m in ("get", "put", "post", "delete", "patch") if getattr(item, m, None))
+def route_methods() -> dict[str, str]:
+    """path → the methods the routes above answer on it: the route table is the decorators."""
+    methods = ("get", "put", "post", "delete", "patch")
+    paths = app.get_openapi_schema().paths or {}
+    return {path: ", ".join(m.upper() for m in methods if getattr(item, m, None)) for path, item in paths.items()}
 
 
 @app.not_found
 def not_found(exc: NotFoundError) -> Response:
     method, path = app.current_event.http_method, app.current_event.path
-    if allowed := allowed_methods(path):
+    if allowed := route_methods().get(path):
         return error(405, f"{method} is not allowed on {path}; use {allowed}", "method_not_allowed", {"Allow": allowed})
     return error(404, f"no route {method} {path}", "not_found")
 
