@@ -12,7 +12,7 @@ S3_PORT ?=
 LOCAL_S3 = $(if $(S3_PORT),--endpoint http://127.0.0.1:$(S3_PORT))
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test clean openapi batch redrive fuzz sam-local bench bench-memory bench-batch load
+.PHONY: help venv run lint test clean openapi batch redrive fuzz sam-local bench bench-memory bench-batch load
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -30,7 +30,12 @@ venv: $(STAMP)  ## create the virtualenv with training, serving and test depende
 run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:3000 (DATA=some.csv to train on it; PORT=, S3_PORT=)
 	$(PY) -m infra.local.run $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA),--data $(DATA))
 
-test: $(STAMP)  ## the test suite (pytest)
+lint: $(STAMP)  ## ruff (lint + format check) over the tree, mypy over layers/ and handlers/
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+test: lint  ## lint, then the test suite (pytest: tests/unit, integration, e2e, infra)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean:  ## remove the demo models and caches (keeps the venv)

@@ -21,11 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
+from handlers.runtime import MB_PER_VCPU
 from infra.local.harness import LOCAL_SETTINGS, functions
-from newsgen.service import LAMBDA_MB_PER_VCPU
+from newsgen.artifacts import EXPORTS
+from newsgen.prompt import Task
 
 ROOT = Path(__file__).resolve().parents[1]
-MB_PER_VCPU = LAMBDA_MB_PER_VCPU
 MEMORY_SIZES = [1024, 1536, 1769, 2048, 3008, 3538]
 PRICE_PER_GB_S = {"x86_64": 0.0000166667, "arm64": 0.0000133334}  # us-east-1, on demand
 PRICE_PER_REQUEST = 0.20 / 1e6
@@ -65,7 +66,7 @@ def child(reps: int) -> dict:
         return elapsed, json.loads(response["body"])
 
     out["first_request_s"] = round(invoke("headline")[0], 3)
-    for kind in ("headline", "article"):
+    for kind in Task:
         runs = [invoke(kind) for _ in range(reps)]
         tokens = sum(r.get("generated_tokens", 0) for r in runs[0][1]["results"])
         out[kind] = {"median_s": round(statistics.median(t for t, _ in runs), 3), "tokens": tokens}
@@ -191,9 +192,7 @@ def main(argv=None) -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--sizes", default=",".join(map(str, MEMORY_SIZES)))
     parser.add_argument("--threads", default="1,2", help="torch threads to try at each size")
-    parser.add_argument(
-        "--export", choices=("fp32", "int8"), default="fp32", help="the weights published (publish --export)"
-    )
+    parser.add_argument("--export", choices=EXPORTS, default="fp32", help="the weights published (publish --export)")
     parser.add_argument(
         "--output", type=Path, default=None, help="default: bench/power.json (power-int8.json for int8)"
     )
@@ -240,7 +239,7 @@ def main(argv=None) -> None:
             workdir = Path(tmp)
             model_dir = build_checkpoint(workdir / "distilgpt2", 6)
             report = model_dir / "training_report.json"
-            for task in ("headline", "article"):  # one checkpoint serves both: only the shape matters here
+            for task in Task:  # one checkpoint serves both: only the shape matters here
                 report.write_text(json.dumps({**json.loads(report.read_text()), "task": task}))
                 publish_model(
                     model_dir,

@@ -6,20 +6,25 @@ Routes: POST /v1/headlines, /v1/articles, /v1/news; GET /v1/models, /health; the
 
 import base64
 import binascii
+import functools
 import json
 import time
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import NotFoundError
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.event_handler.openapi.params import Body
+from aws_lambda_powertools.event_handler.openapi.types import OpenAPIResponse
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 import newsgen
+from handlers.runtime import create_service
+from newsgen import errors
 from newsgen.errors import NewsgenError
 from newsgen.schemas import (
     MAX_JSON_DEPTH,
@@ -28,15 +33,14 @@ from newsgen.schemas import (
     DetectResponse,
     ErrorResponse,
     GenerationResponse,
-    HeadlineRequest,
     HealthResponse,
     ModelsResponse,
-    NewsRequest,
     NewsResponse,
+    PromptRequest,
     json_nesting_exceeds,
 )
-from newsgen.service import NewsService
 from newsgen.settings import load_settings
+from newsgen.store import LoadedModel
 
 settings = load_settings()
 logger = Logger(service="newsgen-api")
@@ -45,7 +49,7 @@ metrics = Metrics(namespace="newsgen", service="api")
 # error may quote a request, and neither belongs in a trace (tests/test_security.py checks each decorator).
 tracer = Tracer(service="newsgen-api")
 app = APIGatewayRestResolver(enable_validation=True)
-OPENAPI = {
+OPENAPI: dict[str, Any] = {
     "title": "newsgen",
     "version": newsgen.__version__,
     "description": "Generates synthetic news headlines and article openings with fine-tuned GPT-2 models. "
@@ -54,7 +58,7 @@ OPENAPI = {
 app.configure_openapi(**OPENAPI)
 app.enable_swagger(path="/docs", **OPENAPI)
 
-ERRORS = {
+ERRORS: dict[int, OpenAPIResponse] = {
     400: {"description": "Invalid request", "content": {"application/json": {"model": ErrorResponse}}},
     413: {"description": "Body over the size limit", "content": {"application/json": {"model": ErrorResponse}}},
     503: {
@@ -64,35 +68,25 @@ ERRORS = {
 }
 
 
-def documented(model, description: str = "Generated texts, labelled synthetic") -> dict:
+def documented(model: type, description: str = "Generated texts, labelled synthetic") -> dict[int, OpenAPIResponse]:
     return {200: {"description": description, "content": {"application/json": {"model": model}}}, **ERRORS}
 
 
 # API Gateway (REST) stops waiting for a Lambda integration 29 s after it received the request and answers
 # 504, whatever the function's own timeout (the template's Timeout stays under it).
 GATEWAY_TIMEOUT_S = 29.0
-
-ROUTES = {
-    "/v1/headlines": "POST",
-    "/v1/articles": "POST",
-    "/v1/news": "POST",
-    "/v1/detect": "POST",
-    "/v1/models": "GET",
-    "/health": "GET",
-}
+Generated = TypeVar("Generated", GenerationResponse, NewsResponse)
 
 
-def record_load(loaded) -> None:
+def record_load(loaded: LoadedModel) -> None:
     for name, seconds in loaded.timings.items():
         metrics.add_metric(name=f"model_{name}", unit=MetricUnit.Seconds, value=seconds)
 
 
-service = NewsService(settings, on_model_loaded=record_load)
-if settings.preload_models:
-    service.preload_at_init()
+service = create_service(settings, on_model_loaded=record_load)
 
 
-def deadline(event: dict, context) -> float | None:
+def deadline(event: dict, context: Any) -> float | None:
     """The monotonic time by which this invocation must have answered: the Lambda's own deadline, or API
     Gateway's if that comes first. The gateway's clock starts when it received the request (requestTimeEpoch,
     ms since the epoch), so a cold start's init has already used part of it."""
@@ -105,18 +99,14 @@ def deadline(event: dict, context) -> float | None:
     return time.monotonic() + min(seconds_left) if seconds_left else None
 
 
-def observe(route: str, request, run):
+def observe(route: str, request: Any, run: Callable[[Any, float | None], Generated]) -> Generated:
     """Run a generation, with its metrics and (only when LOG_PROMPTS=true) its prompt in the log."""
     if settings.log_prompts:
         logger.info("request", extra={"route": route, "request": request.model_dump()})
     started = time.perf_counter()
     response = run(request, deadline(app.current_event.raw_event, app.lambda_context))
     elapsed = time.perf_counter() - started
-    tokens = (
-        sum(r.generated_tokens for r in response.results)
-        if route != "news"
-        else sum(i.headline.generated_tokens + i.article.generated_tokens for i in response.results)
-    )
+    tokens = response.generated_tokens()
     metrics.add_metric(name="generated_tokens", unit=MetricUnit.Count, value=tokens)
     metrics.add_metric(name="tokens_per_second", unit=MetricUnit.CountPerSecond, value=tokens / max(elapsed, 1e-6))
     logger.info("generated", extra={"route": route, "n": request.n, "tokens": tokens, "seconds": round(elapsed, 3)})
@@ -125,7 +115,7 @@ def observe(route: str, request, run):
 
 @app.post("/v1/headlines", summary="Generate headlines", responses=documented(GenerationResponse))
 @tracer.capture_method(capture_response=False, capture_error=False)
-def headlines(request: Annotated[HeadlineRequest, Body()]) -> GenerationResponse:
+def headlines(request: Annotated[PromptRequest, Body()]) -> GenerationResponse:
     return observe("headlines", request, service.headlines)
 
 
@@ -137,7 +127,7 @@ def articles(request: Annotated[ArticleRequest, Body()]) -> GenerationResponse:
 
 @app.post("/v1/news", summary="Generate headline + article pairs", responses=documented(NewsResponse))
 @tracer.capture_method(capture_response=False, capture_error=False)
-def news(request: Annotated[NewsRequest, Body()]) -> NewsResponse:
+def news(request: Annotated[PromptRequest, Body()]) -> NewsResponse:
     return observe("news", request, service.news)
 
 
@@ -168,32 +158,27 @@ def health() -> HealthResponse:
     return HealthResponse(models_loaded=[f"{m.task}:{m.version}" for m in service.loaded_models()])
 
 
-def request_id(event: dict | None, context) -> str | None:
+def request_id(event: dict | None, context: Any) -> str | None:
     """API Gateway's id for the request (its caller gets it as the x-amzn-RequestId header), else the Lambda's.
     Every log line carries it (correlation_id), so an error body can point at the log without quoting it."""
     return ((event or {}).get("requestContext") or {}).get("requestId") or getattr(context, "aws_request_id", None)
 
 
-def error_body(message: str, error_type: str, rid: str | None, **extra) -> str:
+def error_body(message: str, error_type: str, rid: str | None, **extra: Any) -> str:
     metrics.add_metric(name=f"errors_{error_type}", unit=MetricUnit.Count, value=1)
-    return json.dumps({"error": message, "error_type": error_type, **extra, "request_id": rid})
+    return json.dumps(errors.error_body(message, error_type, **extra, request_id=rid))
 
 
-def error(status: int, message: str, error_type: str, headers: dict | None = None, **extra) -> Response:
+def error(status: int, message: str, error_type: str, headers: dict | None = None, **extra: Any) -> Response:
     body = error_body(message, error_type, request_id(app.current_event.raw_event, app.lambda_context), **extra)
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(exc: RequestValidationError) -> Response:
-    details = [
-        # The offending input is left out: it may be a prompt, and NaN would not survive JSON.
-        {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
-        for e in exc.errors()
-    ]
+    details = errors.validation_problems(exc.errors())
     first = details[0] if details else {"loc": [], "msg": "invalid request"}
-    where = ".".join(first["loc"][1:]) or "body"
-    return error(400, f"{where}: {first['msg']}", "validation_error", details=details)
+    return error(400, errors.problem_text(first, "body", skip=1), "validation_error", details=details)
 
 
 # What a 5xx body may say of the failure beyond its summary: its kind, the task and when to retry, never its
@@ -226,16 +211,19 @@ def public_failure(exc: NewsgenError, rid: str | None) -> tuple[str, dict]:
     return f"{exc.public_message()}{cause}; retry {when}, and quote request id {rid} if it persists", details
 
 
+@functools.cache
+def route_methods() -> dict[str, str]:
+    """path → the methods the routes above answer on it: the route table is the decorators."""
+    methods = ("get", "put", "post", "delete", "patch")
+    paths = app.get_openapi_schema().paths or {}
+    return {path: ", ".join(m.upper() for m in methods if getattr(item, m, None)) for path, item in paths.items()}
+
+
 @app.not_found
 def not_found(exc: NotFoundError) -> Response:
     method, path = app.current_event.http_method, app.current_event.path
-    if path in ROUTES:
-        return error(
-            405,
-            f"{method} is not allowed on {path}; use {ROUTES[path]}",
-            "method_not_allowed",
-            headers={"Allow": ROUTES[path]},
-        )
+    if allowed := route_methods().get(path):
+        return error(405, f"{method} is not allowed on {path}; use {allowed}", "method_not_allowed", {"Allow": allowed})
     return error(404, f"no route {method} {path}", "not_found")
 
 

@@ -11,17 +11,23 @@
 
 import functools
 import time
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus
 
 import boto3
 from aws_lambda_powertools import Logger, Metrics, Tracer
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
 from aws_lambda_powertools.utilities.data_classes import S3Event, SQSRecord, event_source
+from aws_lambda_powertools.utilities.data_classes.s3_event import S3EventRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from newsgen import batch, s3
 from newsgen.settings import load_settings
+
+if TYPE_CHECKING:
+    from newsgen.service import NewsService
 
 settings = load_settings()
 logger = Logger(service="newsgen-batch")
@@ -33,7 +39,7 @@ def send(messages: list[batch.ChunkMessage]) -> None:
     batch.send_chunks(boto3.client("sqs"), settings.batch_queue_url, messages)
 
 
-def upload_of(record) -> batch.Upload:
+def upload_of(record: S3EventRecord) -> batch.Upload:
     obj = record.s3.get_object
     return batch.Upload(
         bucket=record.s3.bucket.name,
@@ -83,11 +89,13 @@ def dispatch_handler(event: S3Event, context: LambdaContext) -> dict:
 
 
 @functools.cache
-def service():
-    """The news service, created on first use (the worker's init phase when PRELOAD_MODELS=true)."""
-    from newsgen.service import NewsService
+def service() -> "NewsService":
+    """The worker's news service, created as the API's is: in the init phase when PRELOAD_MODELS=true (set on
+    the worker only), else on first use. Imported here: the dispatcher and the recorder run without torch (a
+    Zip function whose code is this folder, without the handlers package)."""
+    from handlers.runtime import create_service
 
-    return NewsService(settings)
+    return create_service(settings)
 
 
 processor = BatchProcessor(event_type=EventType.SQS)
@@ -113,7 +121,7 @@ def process_message(record: SQSRecord, lambda_context: LambdaContext | None = No
 @logger.inject_lambda_context(log_event=False)
 @tracer.capture_lambda_handler(capture_response=False, capture_error=False)
 @metrics.log_metrics(capture_cold_start_metric=True)
-def worker_handler(event: dict, context: LambdaContext) -> dict:
+def worker_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(event=event, record_handler=process_message, processor=processor, context=context)
 
 
@@ -131,11 +139,11 @@ def record_dead_letter(record: SQSRecord) -> None:
 
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
-def dead_letter_handler(event: dict, context: LambdaContext) -> dict:
+def dead_letter_handler(event: dict, context: LambdaContext) -> PartialItemFailureResponse:
     return process_partial_response(
         event=event, record_handler=record_dead_letter, processor=dead_letters, context=context
     )
 
 
 if settings.preload_models:  # set on the worker function only
-    service().preload_at_init()
+    service()

@@ -11,7 +11,7 @@ from conftest import ROOT
 
 from newsgen import s3 as s3_module
 from newsgen.errors import ModelUnavailable
-from newsgen.schemas import ArticleRequest, HeadlineRequest
+from newsgen.schemas import ArticleRequest, PromptRequest
 from training.mirror import mirror
 
 
@@ -38,7 +38,7 @@ def test_service_reads_a_mirror_without_s3(mirrored, service_for, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     monkeypatch.setattr(s3_module, "client", lambda *a, **k: pytest.fail("the mirror must not touch S3"))
     service = service_for(f"file://{dest}")
-    headline = service.headlines(HeadlineRequest(n=1, parameters={"max_new_tokens": 6, "do_sample": False}))
+    headline = service.headlines(PromptRequest(n=1, parameters={"max_new_tokens": 6, "do_sample": False}))
     article = service.articles(
         ArticleRequest(headline="Harbor town votes on a new ferry", parameters={"max_new_tokens": 6})
     )
@@ -53,12 +53,12 @@ def test_a_tampered_mirror_is_refused_like_a_tampered_bucket(mirrored, service_f
     data[-1] ^= 0xFF
     weights.write_bytes(bytes(data))
     with pytest.raises(ModelUnavailable, match="sha256"):
-        service_for(f"file://{dest}").headlines(HeadlineRequest())
+        service_for(f"file://{dest}").headlines(PromptRequest())
 
 
 def test_a_missing_mirror_is_a_clear_unavailable(tmp_path, service_for):
     with pytest.raises(ModelUnavailable, match="no headline model is published"):
-        service_for(f"file://{tmp_path / 'nothing-here'}").headlines(HeadlineRequest())
+        service_for(f"file://{tmp_path / 'nothing-here'}").headlines(PromptRequest())
 
 
 def test_local_bucket_refuses_keys_outside_it(tmp_path):

@@ -328,7 +328,7 @@ printable_or_not = st.text(alphabet=st.characters(codec=None, categories=None), 
 def test_any_ids_and_prompts_round_trip_through_chunking_processing_and_assembly(echo_pipeline, rows, ascii_only):
     from pydantic import ValidationError
 
-    from newsgen.schemas import HeadlineRequest
+    from newsgen.schemas import PromptRequest
 
     body = b""
     for request_id, prompt in rows:
@@ -343,7 +343,7 @@ def test_any_ids_and_prompts_round_trip_through_chunking_processing_and_assembly
     assert [e["line"] for e in out["lines"]] == list(range(1, len(rows) + 1))
     for (request_id, prompt), entry in zip(rows, out["lines"], strict=False):
         try:
-            HeadlineRequest(prompt=prompt)
+            PromptRequest(prompt=prompt)
             valid = True
         except ValidationError:
             valid = False

@@ -1,13 +1,13 @@
-"""Preloading models in the Lambda init phase, and torch's thread count under Lambda's CPU share."""
+"""Preloading models in the Lambda init phase, and torch's thread count under Lambda's CPU share (handlers.runtime)."""
 
 import threading
 import time
 
 import pytest
 
-from newsgen import service as service_module
+from handlers import runtime
 from newsgen.errors import ModelUnavailable
-from newsgen.schemas import HeadlineRequest
+from newsgen.schemas import PromptRequest
 from newsgen.store import ModelStore
 
 
@@ -30,12 +30,12 @@ def test_on_demand_init_returns_within_its_wait_and_the_first_request_waits_for_
     published, service_for, slow_loads, monkeypatch
 ):
     monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
-    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 8.8)  # imports took 8.8 s of the 9 s
-    service = service_for(published["bucket"], init_budget_seconds=9.0)
+    monkeypatch.setattr(runtime, "process_age_seconds", lambda: 8.8)  # imports took 8.8 s of the 9 s
+    service = service_for(published["bucket"])
     started = time.perf_counter()
-    assert service.preload_at_init() is False  # still loading when init hands over
+    assert runtime.preload_at_init(service, 9.0) is False  # still loading when init hands over
     assert time.perf_counter() - started < 0.5
-    response = service.headlines(HeadlineRequest(n=1, parameters={"max_new_tokens": 4, "do_sample": False}))
+    response = service.headlines(PromptRequest(n=1, parameters={"max_new_tokens": 4, "do_sample": False}))
     assert response.results[0].generated_tokens >= 1
     deadline = time.monotonic() + 10
     while len(service.loaded_models()) < 2 and time.monotonic() < deadline:
@@ -47,23 +47,23 @@ def test_on_demand_init_returns_within_its_wait_and_the_first_request_waits_for_
 
 def test_provisioned_concurrency_init_loads_everything_first(published, service_for, slow_loads, monkeypatch):
     monkeypatch.setenv("AWS_LAMBDA_INITIALIZATION_TYPE", "provisioned-concurrency")
-    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 8.9)
-    service = service_for(published["bucket"], init_budget_seconds=9.0)
-    assert service.preload_at_init() is True
+    monkeypatch.setattr(runtime, "process_age_seconds", lambda: 8.9)
+    service = service_for(published["bucket"])
+    assert runtime.preload_at_init(service, 9.0) is True
     assert {m.task for m in service.loaded_models()} == {"headline", "article"}
     assert [thread for _, thread in slow_loads] == ["MainThread", "MainThread"]
 
 
 def test_a_failed_preload_is_logged_and_requests_answer_unavailable(s3, bucket, service_for, caplog, monkeypatch):
     monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
-    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 0.0)
+    monkeypatch.setattr(runtime, "process_age_seconds", lambda: 0.0)
     service = service_for(bucket)  # nothing published in this bucket
-    assert service.preload_at_init() is True
+    assert runtime.preload_at_init(service, 9.0) is True
     assert "preload failed" in caplog.text and "model_unavailable" in {
         getattr(r, "error_type", "") for r in caplog.records
     }
     with pytest.raises(ModelUnavailable):
-        service.headlines(HeadlineRequest())
+        service.headlines(PromptRequest())
 
 
 def test_process_age_is_measured_from_the_process_start():
@@ -74,7 +74,7 @@ def test_process_age_is_measured_from_the_process_start():
         [
             sys.executable,
             "-c",
-            "import time; time.sleep(1.2); from newsgen.service import process_age_seconds; "
+            "import time; time.sleep(1.2); from handlers.runtime import process_age_seconds; "
             "print(process_age_seconds())",
         ],
         capture_output=True,
@@ -82,7 +82,7 @@ def test_process_age_is_measured_from_the_process_start():
         check=True,
     ).stdout
     assert 1.2 <= float(age) < 30
-    assert 0 <= service_module.process_age_seconds() < 24 * 3600
+    assert 0 <= runtime.process_age_seconds() < 24 * 3600
 
 
 @pytest.mark.parametrize(
@@ -104,8 +104,8 @@ def test_default_threads_follow_the_lambda_cpu_share(monkeypatch, memory_mb, cpu
         monkeypatch.delenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", raising=False)
     else:
         monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", memory_mb)
-    monkeypatch.setattr(service_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
-    assert service_module.default_threads() == threads
+    monkeypatch.setattr(runtime.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert runtime.default_threads() == threads
 
 
 def test_a_request_during_a_background_preload_shares_its_store(
@@ -116,7 +116,7 @@ def test_a_request_during_a_background_preload_shares_its_store(
     from newsgen import s3
 
     monkeypatch.delenv("AWS_LAMBDA_INITIALIZATION_TYPE", raising=False)
-    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 60.0)  # the budget is spent: hand over at once
+    monkeypatch.setattr(runtime, "process_age_seconds", lambda: 60.0)  # the budget is spent: hand over at once
     created = []
     real_client = s3.client
 
@@ -127,8 +127,8 @@ def test_a_request_during_a_background_preload_shares_its_store(
 
     monkeypatch.setattr(s3, "client", slow_client)
     service = service_for(published["bucket"])
-    assert service.preload_at_init() is False
-    response = service.headlines(HeadlineRequest(n=1, parameters={"max_new_tokens": 4, "do_sample": False}))
+    assert runtime.preload_at_init(service, 9.0) is False
+    response = service.headlines(PromptRequest(n=1, parameters={"max_new_tokens": 4, "do_sample": False}))
     assert response.results[0].generated_tokens >= 1
     deadline = time.monotonic() + 10
     while len(service.loaded_models()) < 2 and time.monotonic() < deadline:
@@ -143,9 +143,9 @@ def test_one_broken_model_does_not_keep_the_other_from_preloading(
 ):
     from training.publish import publish_model
 
-    monkeypatch.setattr(service_module, "process_age_seconds", lambda: 0.0)
+    monkeypatch.setattr(runtime, "process_age_seconds", lambda: 0.0)
     publish_model(article_model, bucket=bucket, prefix="models", task="article", version="v1", progress=False)
     service = service_for(bucket)  # no headline model published
-    assert service.preload_at_init() is True
+    assert runtime.preload_at_init(service, 9.0) is True
     assert [m.task for m in service.loaded_models()] == ["article"]
     assert "no headline model is published" in caplog.text

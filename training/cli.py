@@ -1,5 +1,5 @@
 """`python -m training <command>`: prepare, train, distill, sample, publish, set-latest, mirror, detect,
-watermark-keys, demo-data.
+watermark-keys, pipeline, demo-data.
 
 Errors in the user's input end with one line naming the problem (exit 2), not a traceback.
 """
@@ -12,8 +12,12 @@ import os
 import sys
 from pathlib import Path
 
+from newsgen.artifacts import EXPORTS
 from newsgen.errors import NewsgenError
+from newsgen.prompt import Task
 from training.tokenizer import TINY
+
+TASKS = [task.value for task in Task]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-rows", type=int, default=10_000, help="rows read at a time (memory stays flat)")
 
     t = commands.add_parser("train", help="fine-tune a headline or article model with the HF Trainer")
-    t.add_argument("--task", choices=("headline", "article"), required=True)
+    t.add_argument("--task", choices=TASKS, required=True)
     t.add_argument("--data", type=Path, required=True, help="a directory written by `prepare`")
     t.add_argument("--base", default=TINY, help="tiny (from scratch), distilgpt2, gpt2 or a local checkpoint")
     t.add_argument("--output", type=Path, required=True)
@@ -40,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--teacher", type=Path, required=True, help="the --output of `train`")
     k.add_argument("--data", type=Path, required=True, help="a directory written by `prepare`")
     k.add_argument("--output", type=Path, required=True)
-    k.add_argument("--task", choices=("headline", "article"), default=None, help="default: the teacher's")
+    k.add_argument("--task", choices=TASKS, default=None, help="default: the teacher's")
     k.add_argument("--student-layers", type=int, default=None, help="default: half the teacher's, at least 1")
     k.add_argument(
         "--student-init",
@@ -70,11 +74,11 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--model", type=Path, required=True, help="the --output of `train`")
     u.add_argument("--bucket", required=True)
     u.add_argument("--prefix", default="models")
-    u.add_argument("--task", choices=("headline", "article"), required=True)
+    u.add_argument("--task", choices=TASKS, required=True)
     u.add_argument("--version", default=None, help="default: the UTC time, e.g. 20261128T091500Z")
     u.add_argument(
         "--export",
-        choices=("fp32", "int8"),
+        choices=EXPORTS,
         default="fp32",
         help="int8: the quantised weights the server runs (a quarter smaller, loaded without quantising)",
     )
@@ -83,15 +87,15 @@ def build_parser() -> argparse.ArgumentParser:
     r = commands.add_parser("set-latest", help="point a task's LATEST at a published version (roll back or forward)")
     r.add_argument("--bucket", required=True)
     r.add_argument("--prefix", default="models")
-    r.add_argument("--task", choices=("headline", "article"), required=True)
+    r.add_argument("--task", choices=TASKS, required=True)
     r.add_argument("--version", required=True)
 
     m = commands.add_parser("mirror", help="copy published models into a local directory (to bake into an image)")
     m.add_argument("--bucket", required=True)
     m.add_argument("--prefix", default="models")
     m.add_argument("--output", type=Path, required=True, help="e.g. infra/lambda/baked")
-    m.add_argument("--headline-version", default=None, help="default: LATEST")
-    m.add_argument("--article-version", default=None, help="default: LATEST")
+    for task in Task:
+        m.add_argument(f"--{task}-version", default=None, help="default: LATEST")
 
     w = commands.add_parser("detect", help="check texts for the watermark (needs the deployment's keyring)")
     source = w.add_mutually_exclusive_group(required=True)
@@ -255,7 +259,7 @@ def run(args: argparse.Namespace) -> object:
         from newsgen import s3
         from training.mirror import mirror
 
-        versions = {"headline": args.headline_version, "article": args.article_version}
+        versions = {task: getattr(args, f"{task}_version") for task in Task}
         mirrored = mirror(s3.client(), bucket=args.bucket, prefix=args.prefix, dest=args.output, versions=versions)
         return {
             "output": str(args.output),

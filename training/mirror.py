@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from newsgen import artifacts, prompt
+from newsgen import artifacts
+from newsgen.prompt import Task
 from newsgen.store import ModelStore
 
 
@@ -14,7 +15,7 @@ def mirror(s3, *, bucket: str, prefix: str, dest: Path, versions: dict[str, str]
     """Mirror each task's version (LATEST unless `versions` pins it); returns task → version."""
     mirrored = {}
     store = ModelStore(s3=s3, bucket=bucket, prefix=prefix, cache_dir=Path(dest) / prefix, quantize="none")
-    for task in prompt.TASKS:
+    for task in Task:
         version = (versions or {}).get(task) or artifacts.read_latest(s3, bucket=bucket, prefix=prefix, task=task)
         manifest = artifacts.read_manifest(s3, bucket=bucket, prefix=prefix, task=task, version=version)
         path = store.download_verified(manifest)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from newsgen import artifacts, s3
-from newsgen.prompt import TASKS
+from newsgen.prompt import Task
 from training.train import CHECKPOINTS, checkpoints_in
 
 SETTINGS = {
@@ -254,13 +254,13 @@ def run_job(env=os.environ) -> dict:
     try:
         step("fetch data", fetch_data)
         step("prepare", prepare)
-        for task in TASKS:
+        for task in Task:
             step(f"train {task}", fit, task, False)
-        for task in TASKS if distill else ():
+        for task in Task if distill else ():
             step(f"distill {task}", fit, task, True)
-        for task in TASKS if distill and bucket else ():
+        for task in Task if distill and bucket else ():
             step(f"publish {task} {version}-distilled", publish, task, f"{version}-distilled", False)
-        for task in TASKS if bucket else ():
+        for task in Task if bucket else ():
             step(f"publish {task} {version}", publish, task, version, True)
     except subprocess.CalledProcessError as exc:  # the command has said why
         failed(exc.returncode)
@@ -279,5 +279,5 @@ def run_job(env=os.environ) -> dict:
         log("set MODEL_BUCKET (MODEL_PREFIX, AWS_ENDPOINT_URL for a local S3) and run again with the same WORKDIR.")
     else:
         distilled = f"; distilled: {version}-distilled (pin it to serve it)" if distill else ""
-        log(f"published version {version} (LATEST) for {', '.join(TASKS)}{distilled}")
+        log(f"published version {version} (LATEST) for {', '.join(Task)}{distilled}")
     return {"version": version, "workdir": str(job["WORKDIR"]), "published": bool(bucket)}

@@ -14,8 +14,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from newsgen import artifacts, generation
-from newsgen.errors import NewsgenError, UnsupportedArtifact
-from newsgen.prompt import TASKS, article_prompt, headline_prompt
+from newsgen.errors import NewsgenError, UnsupportedArtifact, problem_text, validation_problems
+from newsgen.prompt import Task, article_prompt, headline_prompt
 from newsgen.schemas import MAX_RESULTS, GeneratedText, GenerationParameters
 from newsgen.store import LoadedModel, load_model_dir
 
@@ -47,7 +47,7 @@ def load_local(model_dir: Path) -> LoadedModel:
     if not report_path.is_file():
         raise UnsupportedArtifact(f"--model {model_dir} has no training_report.json: not a `train` output directory")
     report = json.loads(report_path.read_text())
-    if report.get("task") not in TASKS:
+    if report.get("task") not in tuple(Task):
         raise UnsupportedArtifact(f"--model {model_dir}: training_report.json names no task (headline or article)")
     manifest = artifacts.build_manifest(
         model_dir,
@@ -83,9 +83,7 @@ def parameters(**values) -> GenerationParameters:
     try:
         return GenerationParameters(**{k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:  # one line for the command line, not pydantic's block
-        raise ValueError(
-            "; ".join(f"--{'.'.join(map(str, e['loc'])).replace('_', '-')}: {e['msg']}" for e in exc.errors())
-        ) from None
+        raise ValueError("; ".join(problem_text(p, option=True) for p in validation_problems(exc.errors()))) from None
 
 
 def finished(prefix: str, result: GeneratedText) -> str:

@@ -232,6 +232,8 @@ class LambdaContext:
 
 
 # --- events ---------------------------------------------------------------------------------------------
+PROXY_RESOURCE = "/{proxy+}"
+
 def api_event(
     method: str,
     path: str,
@@ -257,17 +259,17 @@ def api_event(
     elif raw is not None:
         text = raw
     return {
-        "resource": url.path,
+        "resource": PROXY_RESOURCE,  # the template's one proxy route
         "path": url.path,
         "httpMethod": method,
         "headers": headers,
         "multiValueHeaders": {k: [v] for k, v in headers.items()},
         "queryStringParameters": {k: v[-1] for k, v in query.items()} or None,
         "multiValueQueryStringParameters": query or None,
-        "pathParameters": None,
+        "pathParameters": {"proxy": url.path.lstrip("/")},
         "stageVariables": None,
         "requestContext": {
-            "resourcePath": url.path,
+            "resourcePath": PROXY_RESOURCE,
             "httpMethod": method,
             "path": f"/{stage}{url.path}",
             "stage": stage,

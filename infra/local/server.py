@@ -14,6 +14,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from infra.local.harness import API_PORT, HOST, LambdaContext, api_event
+from newsgen.errors import error_body
 
 # API Gateway's own limit for payloads; our handler applies the smaller MAX_BODY_BYTES itself.
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
@@ -37,7 +38,7 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
             self.wfile.write(body)
 
         def _error(self, status: int, message: str, error_type: str) -> None:
-            body = json.dumps({"error": message, "error_type": error_type}).encode()
+            body = json.dumps(error_body(message, error_type)).encode()
             self._send(status, body, {"Content-Type": "application/json"})
 
         def _dispatch(self) -> None:

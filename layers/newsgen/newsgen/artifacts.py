@@ -18,12 +18,20 @@ import json
 import re
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
-from newsgen.errors import ArtifactNotFound, InvalidVersionName, UnsafeArtifact, UnsupportedArtifact, VersionExists
-from newsgen.prompt import SPECIAL_TOKENS, TASKS
+from newsgen.errors import (
+    ArtifactNotFound,
+    InvalidVersionName,
+    UnsafeArtifact,
+    UnsupportedArtifact,
+    VersionExists,
+    problem_text,
+    validation_problems,
+)
+from newsgen.prompt import SPECIAL_TOKENS, Task
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -35,12 +43,16 @@ VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 UNSAFE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 # Weight exports: the trained fp32 checkpoint, or its int8 form (newsgen.optimize), which serves without
 # quantising at load and downloads about a quarter less.
+Export = Literal["fp32", "int8"]
+EXPORTS: tuple[Export, ...] = get_args(Export)
+# How the server prepares fp32 weights when it loads them (an int8 export is served as published).
+Quantize = Literal["none", "int8"]
+QUANTIZE_MODES: tuple[Quantize, ...] = get_args(Quantize)
 INT8_WEIGHTS = "model.int8.safetensors"
-REQUIRED_FILES = {
+REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "fp32": ("config.json", "model.safetensors", "tokenizer_config.json"),
     "int8": ("config.json", INT8_WEIGHTS, "tokenizer_config.json"),
 }
-EXPORTS = tuple(REQUIRED_FILES)
 # What a published version holds from a training output directory (checkpoints/, plots, logs stay behind).
 ARTIFACT_PATTERNS = (
     "config.json",
@@ -70,7 +82,7 @@ class Manifest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     format_version: int
-    task: str
+    task: Task
     version: str
     base_model: str
     special_tokens: dict[str, Any]
@@ -80,31 +92,19 @@ class Manifest(BaseModel):
     export: str = "fp32"
     created_at: str
 
-    @field_validator("format_version")
+    @field_validator("format_version", "export")
     @classmethod
-    def _known_format(cls, value: int) -> int:
-        if value != FORMAT_VERSION:
+    def _readable(cls, value: Any, info: ValidationInfo) -> Any:
+        if info.field_name == "format_version" and value != FORMAT_VERSION:
             raise ValueError(f"manifest format_version {value} is not supported (this build reads {FORMAT_VERSION})")
-        return value
-
-    @field_validator("task")
-    @classmethod
-    def _known_task(cls, value: str) -> str:
-        if value not in TASKS:
-            raise ValueError(f"unknown task {value!r}")
+        if info.field_name == "export" and value not in EXPORTS:
+            raise ValueError(f"export {value!r} is not one this build loads ({', '.join(EXPORTS)})")
         return value
 
     @field_validator("version")
     @classmethod
     def _version_name(cls, value: str) -> str:
         return check_version_name(value)
-
-    @field_validator("export")
-    @classmethod
-    def _known_export(cls, value: str) -> str:
-        if value not in EXPORTS:
-            raise ValueError(f"export {value!r} is not one this build loads ({', '.join(EXPORTS)})")
-        return value
 
     @field_validator("files")
     @classmethod
@@ -131,7 +131,7 @@ def parse_manifest(raw: bytes | str, where: str = "manifest") -> Manifest:
     try:
         return Manifest.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'manifest'}: {e['msg']}" for e in exc.errors())
+        problems = "; ".join(problem_text(p, "manifest") for p in validation_problems(exc.errors()))
         raise UnsupportedArtifact(f"{where} is not a newsgen manifest: {problems}") from None
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from newsgen.errors import InvalidRequest
 from newsgen.schemas import GeneratedText, GenerationParameters, TokenDetail
@@ -84,7 +85,7 @@ def generate(
     seed = None
     if decoding.get("do_sample"):
         seed = params.seed if params.seed is not None else secrets.randbelow(2**31)
-    extra = {}
+    extra: dict[str, Any] = {}
     if params.stop:
         extra.update(stop_strings=params.stop, tokenizer=tokenizer)
     if time_budget_s is not None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-QUANTIZE_MODES = ("none", "int8")
+from newsgen.artifacts import QUANTIZE_MODES
+
 INT8_SUFFIXES = ("weight_int8", "weight_scale", "weight_zero_point")
 
 

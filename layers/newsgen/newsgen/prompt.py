@@ -9,15 +9,20 @@ Article example:   <|endoftext|>{title}<|SEP|>{article}<|EOS|>
 
 from __future__ import annotations
 
-from typing import Literal
+from enum import StrEnum
 
 BOS = "<|endoftext|>"
 EOS = "<|EOS|>"
 PAD = "<|pad|>"
 SEP = "<|SEP|>"
 
-Task = Literal["headline", "article"]
-TASKS: tuple[str, ...] = ("headline", "article")
+
+class Task(StrEnum):
+    """The two models' tasks: each is trained, published (<prefix>/<task>/...) and served on its own."""
+
+    HEADLINE = "headline"
+    ARTICLE = "article"
+
 
 SPECIAL_TOKENS = {
     "bos_token": BOS,
@@ -51,7 +56,7 @@ def article_prompt(headline: str) -> str:
     return BOS + headline.strip() + SEP
 
 
-def training_text(task: str, title: str, content: str | None = None) -> tuple[str, str]:
+def training_text(task: Task | str, title: str, content: str | None = None) -> tuple[str, str]:
     """(prompt part, target part) of one training example. The loss of the article model covers only the
     target part; the headline model learns the whole text, so its prompt part is just BOS."""
     title = title.strip()
@@ -61,4 +66,4 @@ def training_text(task: str, title: str, content: str | None = None) -> tuple[st
         if not content:
             raise ValueError("an article example needs content")
         return article_prompt(title), content.strip() + EOS
-    raise ValueError(f"unknown task {task!r}; expected one of {TASKS}")
+    raise ValueError(f"unknown task {task!r}; expected one of {', '.join(Task)}")

@@ -85,9 +85,11 @@ def _clean_text(value: str | None, field: str) -> str | None:
     return value
 
 
-class HeadlineRequest(Strict):
-    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How the headline starts.")
-    n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many headlines to generate.")
+class PromptRequest(Strict):
+    """A request of /v1/headlines (n headlines) and /v1/news (n headline + article pairs)."""
+
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How each headline starts.")
+    n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many headlines (or news items) to generate.")
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
 
     @field_validator("prompt")
@@ -106,18 +108,8 @@ class ArticleRequest(Strict):
     def _headline(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("headline must not be blank")
-        return _clean_text(value, "headline")
-
-
-class NewsRequest(Strict):
-    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How each headline starts.")
-    n: int = Field(1, ge=1, le=MAX_RESULTS)
-    parameters: GenerationParameters = Field(default_factory=GenerationParameters)
-
-    @field_validator("prompt")
-    @classmethod
-    def _prompt(cls, value: str | None) -> str | None:
-        return _clean_text(value, "prompt")
+        _clean_text(value, "headline")
+        return value
 
 
 FinishReason = Literal["eos_token", "length", "stop_sequence", "time"]
@@ -173,12 +165,18 @@ class GenerationResponse(BaseModel):
     synthetic: Literal[True] = True
     provenance: Provenance
 
+    def generated_tokens(self) -> int:
+        return sum(r.generated_tokens for r in self.results)
+
 
 class NewsResponse(BaseModel):
     results: list[NewsItem]
     model: list[ModelRef]
     synthetic: Literal[True] = True
     provenance: Provenance
+
+    def generated_tokens(self) -> int:
+        return sum(i.headline.generated_tokens + i.article.generated_tokens for i in self.results)
 
 
 MAX_DETECT_TEXTS = 16

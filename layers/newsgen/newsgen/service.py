@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import secrets
 import threading
 import time
+from collections.abc import Callable
 
 from newsgen import generation, prompt, watermark
 from newsgen.errors import InvalidRequest, ModelUnavailable, NewsgenError
+from newsgen.prompt import Task
 from newsgen.schemas import (
     MAX_TOTAL_NEW_TOKENS,
     ArticleRequest,
@@ -23,12 +24,11 @@ from newsgen.schemas import (
     GeneratedText,
     GenerationParameters,
     GenerationResponse,
-    HeadlineRequest,
     ModelInfo,
     ModelRef,
     NewsItem,
-    NewsRequest,
     NewsResponse,
+    PromptRequest,
     Provenance,
     WatermarkInfo,
 )
@@ -37,12 +37,14 @@ from newsgen.store import LoadedModel, ModelStore
 
 logger = logging.getLogger(__name__)
 
-# Lambda grants one vCPU of CPU time per 1,769 MB of memory, however many CPUs the process sees.
-LAMBDA_MB_PER_VCPU = 1769
-
 
 class NewsService:
-    def __init__(self, settings: Settings, store: ModelStore | None = None, on_model_loaded=None):
+    def __init__(
+        self,
+        settings: Settings,
+        store: ModelStore | None = None,
+        on_model_loaded: Callable[[LoadedModel], None] | None = None,
+    ):
         self.settings = settings
         self._store = store
         self._store_lock = threading.Lock()  # the init's preload thread and the first request both want it
@@ -51,7 +53,6 @@ class NewsService:
         self._watermarks: dict[int, watermark.GreenlistWatermark] = {}
         self._detectors: dict[int, watermark.Detector] = {}
         self._watermark_lock = threading.Lock()
-        _set_threads(settings.torch_threads)
 
     @property
     def store(self) -> ModelStore:
@@ -81,10 +82,10 @@ class NewsService:
     def loaded_models(self) -> list[LoadedModel]:
         return self._store.loaded() if self._store is not None else []
 
-    def model(self, task: str) -> LoadedModel:
+    def model(self, task: Task) -> LoadedModel:
         version = {
-            "headline": self.settings.headline_model_version,
-            "article": self.settings.article_model_version,
+            Task.HEADLINE: self.settings.headline_model_version,
+            Task.ARTICLE: self.settings.article_model_version,
         }[task]
         return self.store.get(task, version)
 
@@ -97,7 +98,7 @@ class NewsService:
         """
 
         def load_all() -> None:
-            for task in prompt.TASKS:  # one broken model does not keep the other from loading
+            for task in Task:  # one broken model does not keep the other from loading
                 try:
                     self.model(task)
                 except NewsgenError as exc:
@@ -116,43 +117,48 @@ class NewsService:
         thread.join(wait_seconds)
         return not thread.is_alive()
 
-    def preload_at_init(self) -> bool:
-        """Preload in a Lambda init phase. On demand, Lambda abandons an init that passes 10 s and runs it
-        again inside the first invocation, so hand over init_budget_seconds after the process started (imports
-        included) and let loading go on in the background; provisioned concurrency has no such limit and
-        loads everything before taking traffic."""
-        if os.environ.get("AWS_LAMBDA_INITIALIZATION_TYPE") == "provisioned-concurrency":
-            return self.preload()
-        return self.preload(max(0.0, self.settings.init_budget_seconds - process_age_seconds()))
-
     # --- requests -------------------------------------------------------------------------------------
     # Each route has a "many" form: several prompts that share n and parameters go through one batched
     # generate call (the batch jobs use it); a single request is the one-prompt case.
-    def headlines(self, request: HeadlineRequest, deadline: float | None = None) -> GenerationResponse:
+    def headlines(self, request: PromptRequest, deadline: float | None = None) -> GenerationResponse:
         return self.headlines_many([request.prompt], request.n, request.parameters, deadline)[0]
 
     def articles(self, request: ArticleRequest, deadline: float | None = None) -> GenerationResponse:
         return self.articles_many([request.headline], request.n, request.parameters, deadline)[0]
 
-    def news(self, request: NewsRequest, deadline: float | None = None) -> NewsResponse:
+    def news(self, request: PromptRequest, deadline: float | None = None) -> NewsResponse:
         return self.news_many([request.prompt], request.n, request.parameters, deadline)[0]
 
     def headlines_many(
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[GenerationResponse]:
-        loaded = self.model("headline")
-        _check_budget([("", _demand(loaded, n, params))])
         prefixes = [p or "" for p in prompts]
+        texts = [prompt.headline_prompt(p) for p in prefixes]
+        return self._generate(Task.HEADLINE, texts, prefixes, n, params, deadline)
+
+    def articles_many(
+        self, headlines: list[str], n: int, params: GenerationParameters, deadline: float | None = None
+    ) -> list[GenerationResponse]:
+        texts = [prompt.article_prompt(h) for h in headlines]
+        return self._generate(Task.ARTICLE, texts, [""] * len(headlines), n, params, deadline)
+
+    def _generate(
+        self,
+        task: Task,
+        texts: list[str],
+        prefixes: list[str],
+        n: int,
+        params: GenerationParameters,
+        deadline: float | None,
+    ) -> list[GenerationResponse]:
+        """One model's texts for several prompts, in one generate call; each result after its prefix."""
+        loaded = self.model(task)
+        _check_budget([("", _demand(loaded, n, params))])
         mark, info = self.watermark_for(loaded)
         out = generation.generate(
-            loaded,
-            [prompt.headline_prompt(p) for p in prefixes],
-            n=n,
-            params=params,
-            time_budget_s=self._budget(deadline),
-            watermark=mark,
+            loaded, texts, n=n, params=params, time_budget_s=self._budget(deadline), watermark=mark
         )
-        ref = ModelRef(task="headline", version=loaded.version)
+        ref = ModelRef(task=task, version=loaded.version)
         return [
             GenerationResponse(
                 results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out, info)
@@ -160,33 +166,11 @@ class NewsService:
             for p, rows in zip(prefixes, out.results, strict=False)
         ]
 
-    def articles_many(
-        self, headlines: list[str], n: int, params: GenerationParameters, deadline: float | None = None
-    ) -> list[GenerationResponse]:
-        loaded = self.model("article")
-        _check_budget([("", _demand(loaded, n, params))])
-        mark, info = self.watermark_for(loaded)
-        out = generation.generate(
-            loaded,
-            [prompt.article_prompt(h) for h in headlines],
-            n=n,
-            params=params,
-            time_budget_s=self._budget(deadline),
-            watermark=mark,
-        )
-        ref = ModelRef(task="article", version=loaded.version)
-        return [
-            GenerationResponse(
-                results=[_stripped(r) for r in rows], model=ref, provenance=_provenance([ref], out, info)
-            )
-            for rows in out.results
-        ]
-
     def news_many(
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[NewsResponse]:
         """n headlines per prompt, then one article for each headline, all articles in one generate call."""
-        headline_model, article_model = self.model("headline"), self.model("article")
+        headline_model, article_model = self.model(Task.HEADLINE), self.model(Task.ARTICLE)
         _check_budget(
             [
                 ("headlines: ", _demand(headline_model, n, params)),
@@ -216,10 +200,13 @@ class NewsService:
             time_budget_s=self._budget(deadline),
             watermark=self.watermark_for(article_model)[0],
         )
-        items = [NewsItem(headline=h, article=_stripped(b[0])) for h, b in zip(headlines, bodies.results, strict=False)]
+        items = [
+            NewsItem(headline=h, article=_with_prefix("", b[0]))
+            for h, b in zip(headlines, bodies.results, strict=False)
+        ]
         refs = [
-            ModelRef(task="headline", version=headline_model.version),
-            ModelRef(task="article", version=article_model.version),
+            ModelRef(task=Task.HEADLINE, version=headline_model.version),
+            ModelRef(task=Task.ARTICLE, version=article_model.version),
         ]
         return [
             NewsResponse(results=items[i * n : (i + 1) * n], model=refs, provenance=_provenance(refs, heads, info))
@@ -252,7 +239,7 @@ class NewsService:
 
     def detect(self, texts: list[str]) -> list[DetectionResult]:
         """Watermark detection with every key of the keyring (old keys too), on the models' tokenizer."""
-        loaded = self.model("headline")
+        loaded = self.model(Task.HEADLINE)
         key = int(loaded.model.config.vocab_size)
         with self._watermark_lock:
             detector = self._detectors.get(key)
@@ -273,7 +260,7 @@ class NewsService:
     def models(self) -> list[ModelInfo]:
         """The versions this container resolves, with their manifests' metrics."""
         out = []
-        for task in prompt.TASKS:
+        for task in Task:
             loaded = self.model(task)
             manifest = loaded.manifest
             out.append(
@@ -347,10 +334,6 @@ def _with_prefix(prefix: str, result: GeneratedText) -> GeneratedText:
     return result.model_copy(update={"text": (prefix + result.text).strip()})
 
 
-def _stripped(result: GeneratedText) -> GeneratedText:
-    return result.model_copy(update={"text": result.text.strip()})
-
-
 def _provenance(models: list[ModelRef], out: generation.Generation, mark: WatermarkInfo | None) -> Provenance:
     return Provenance(
         models=models,
@@ -359,29 +342,3 @@ def _provenance(models: list[ModelRef], out: generation.Generation, mark: Waterm
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         watermark=mark,
     )
-
-
-def process_age_seconds() -> float:
-    """Seconds since this process started (Linux /proc; 0 where unknown)."""
-    try:
-        with open("/proc/self/stat") as stat, open("/proc/uptime") as uptime:
-            start_ticks = int(stat.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
-            return max(0.0, float(uptime.read().split()[0]) - start_ticks / os.sysconf("SC_CLK_TCK"))
-    except (OSError, ValueError, IndexError):
-        return 0.0
-
-
-def default_threads() -> int:
-    """Threads for torch: in Lambda one per vCPU of CPU time its memory buys (more contend for the same quota:
-    2 threads at 1,024 MB are 2.2x slower than 1, `make bench-memory`), elsewhere every CPU we may use."""
-    cpus = len(os.sched_getaffinity(0))
-    memory_mb = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")
-    if memory_mb and memory_mb.isdigit():
-        return max(1, min(cpus, round(int(memory_mb) / LAMBDA_MB_PER_VCPU)))
-    return cpus
-
-
-def _set_threads(threads: int | None) -> None:
-    import torch
-
-    torch.set_num_threads(threads or default_threads())

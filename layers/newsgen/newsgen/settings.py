@@ -1,12 +1,15 @@
-"""Runtime settings, from environment variables, validated once."""
+"""Runtime settings, from environment variables, validated once: the one model that the handlers read. The
+service reads the models', the store's, the watermark's and the time budget's; the rest (preload, threads,
+body size, batch sizing) are the handlers' to act on."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from newsgen.artifacts import Quantize
 
 
 class Settings(BaseSettings):
@@ -26,8 +29,8 @@ class Settings(BaseSettings):
         description="How long a version that failed to load (a file missing, corrupt, unsafe or "
         "unsupported) is answered with its error at once instead of being downloaded again; 0 = always retry.",
     )
-    preload_models: bool = Field(False, description="Load the models during the Lambda init phase.")
-    quantize: Literal["none", "int8"] = Field(
+    preload_models: bool = Field(False, description="Load the models when the handler starts (Lambda's init phase).")
+    quantize: Quantize = Field(
         "int8",
         description="int8: every matmul in int8 (CPU serving). Artifacts published with --export int8 "
         "are served as published.",
@@ -47,8 +50,8 @@ class Settings(BaseSettings):
         "the CPUs this process may use.",
     )
     max_body_bytes: int = Field(16 * 1024, ge=256)
-    time_margin_ms: int = Field(1500, ge=0, description="Kept free before the Lambda's deadline.")
-    default_time_budget_ms: int = Field(25_000, ge=100, description="Time budget where no Lambda context says.")
+    time_margin_ms: int = Field(1500, ge=0, description="Kept free before a request's deadline.")
+    default_time_budget_ms: int = Field(25_000, ge=100, description="Time budget of a request given no deadline.")
     log_prompts: bool = False
     watermark: bool = Field(
         True,

@@ -23,6 +23,7 @@ import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -130,7 +131,7 @@ class GreenlistWatermark:
             context_width=1,
         )
         self.vocab_size, self.cache_size, self.bias = vocab_size, cache_size, bias
-        self._masks: OrderedDict[int, object] = OrderedDict()
+        self._masks: OrderedDict[int, Any] = OrderedDict()  # packed numpy bit masks
 
     def green_mask(self, previous: int):
         import numpy as np
@@ -139,7 +140,7 @@ class GreenlistWatermark:
         packed = self._masks.get(previous)
         if packed is None:
             mask = np.zeros(self.vocab_size, dtype=bool)
-            mask[self.library._get_greenlist_ids(torch.tensor([previous])).numpy()] = True
+            mask[self.library._get_greenlist_ids(torch.LongTensor([previous])).numpy()] = True
             packed = self._masks[previous] = np.packbits(mask)
             if len(self._masks) > self.cache_size:
                 self._masks.popitem(last=False)
@@ -197,10 +198,11 @@ class Detector:
             return Detection(None, "too_short", None, None, max(0, len(ids) - 1), None)
         best = None
         for kid, detector in self.detectors.items():
-            out = detector(torch.tensor([ids]), z_threshold=Z_THRESHOLD, return_dict=True)
+            out: Any = detector(torch.LongTensor([ids]), z_threshold=Z_THRESHOLD, return_dict=True)
             z, scored = float(out.z_score[0]), int(out.num_tokens_scored[0])
             if best is None or z > best[0]:
                 best = (z, scored, kid)
+        assert best is not None  # a keyring has at least one key
         z, scored, kid = best
         if scored < MIN_TOKENS:  # repeated bigrams are scored once
             return Detection(None, "too_short", round(z, 3), None, scored, None)

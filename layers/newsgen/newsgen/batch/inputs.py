@@ -127,7 +127,7 @@ def csv_header(line: Line | None) -> list[str]:
     if problem:
         raise JobFailed("encoding", f"the CSV header {problem.removeprefix('line ')}; save the file as UTF-8")
     try:
-        names = next(csv.reader([text]))
+        names = next(csv.reader([text or ""]))
     except (csv.Error, StopIteration):
         raise JobFailed("no_header", "the CSV's first line is not a header row") from None
     columns = [name.strip().lower() for name in names]
@@ -149,7 +149,8 @@ class _Feed:
     """Physical lines for csv.reader, remembering which ones the current record used (and their bytes)."""
 
     def __init__(self, stream: Iterator[Line]):
-        self.stream, self.used = stream, []
+        self.stream = stream
+        self.used: list[Line] = []
 
     def __iter__(self):
         return self
@@ -182,7 +183,7 @@ def csv_records(stream: Iterator[Line], columns: list[str]) -> Iterator[Record]:
             return
         first, last = feed.used[0], feed.used[-1]
         record = Record(first.number, first.start, last.end)
-        if problem:
+        if row is None:
             record.problem = problem
         elif not any(value.strip() for value in row):
             record.blank = True

@@ -17,6 +17,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from botocore.exceptions import ClientError
 from pydantic import ValidationError
@@ -39,7 +40,7 @@ from newsgen.batch.layout import (
     unreadable_dead_key,
 )
 from newsgen.batch.requests import parse_all, process_records, record_cost
-from newsgen.errors import BatchJobError
+from newsgen.errors import BatchJobError, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -361,11 +362,11 @@ def record_dead_letter(s3, body: str, message_id: str, bucket: str) -> dict | No
         entries[index] = {
             "id": line.id,
             "line": records[index].line,
-            "error": {
-                "error": f"not generated: this line's chunk failed every attempt ({reason}); "
+            "error": error_body(
+                f"not generated: this line's chunk failed every attempt ({reason}); "
                 "fix the cause, then redrive the job's dead chunks",
-                "error_type": "chunk_failed",
-            },
+                "chunk_failed",
+            ),
         }
     s3.put_object(Bucket=message.bucket, Key=chunk_output_key(message.job, message.chunk), Body=json_lines(entries))
     s3.put_object(
@@ -392,7 +393,8 @@ class _Results:
 
     def __init__(self, s3, bucket: str, key: str):
         self.s3, self.bucket, self.key = s3, bucket, key
-        self.buffer, self.parts, self.upload_id = bytearray(), [], None
+        self.buffer, self.upload_id = bytearray(), None
+        self.parts: list[dict[str, Any]] = []
 
     def write(self, data: bytes) -> None:
         self.buffer += data

@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from newsgen.batch.inputs import Record
-from newsgen.errors import InvalidLine, ModelUnavailable, NewsgenError
+from newsgen.errors import InvalidLine, ModelUnavailable, NewsgenError, error_body, problem_text, validation_problems
 from newsgen.schemas import (
     MAX_DETECT_CHARS,
     MAX_NEW_TOKENS,
@@ -105,16 +105,11 @@ def record_cost(record: Record) -> int:
 
 def error_entry(exc: Exception) -> dict:
     if isinstance(exc, ValidationError):
-        problems = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
-            for e in exc.errors()
-        ]
-        first = problems[0]
-        where = ".".join(first["loc"]) or "line"
-        return {"error": f"{where}: {first['msg']}", "error_type": "validation_error", "details": problems}
+        problems = validation_problems(exc.errors())
+        return error_body(problem_text(problems[0], "line"), "validation_error", details=problems)
     if isinstance(exc, NewsgenError):
         return exc.to_dict()
-    return {"error": str(exc), "error_type": "internal_error"}
+    return error_body(str(exc), "internal_error")
 
 
 def request_id(record: Record) -> Any:
