@@ -120,7 +120,7 @@ invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=api-headlines|api-articles|api-news|api-
 	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) $(LOCAL_S3) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
 
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
-	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_fuzz.py
+	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/e2e/test_fuzz.py
 
 sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.py)
 	SAM_VENV=$(SAM_VENV) $(PY) -m infra.local.sam_local

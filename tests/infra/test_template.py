@@ -12,7 +12,7 @@ import pytest
 from cfn import as_list, conditions, resolve
 from cfnlint.decode import decode
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 
 

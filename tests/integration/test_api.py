@@ -297,7 +297,7 @@ def test_openapi_file_is_in_sync_with_the_routes():
 
     from handlers import api as module
 
-    committed = json.loads((Path(__file__).parents[1] / "docs" / "openapi.json").read_text())
+    committed = json.loads((Path(__file__).parents[2] / "docs" / "openapi.json").read_text())
     assert committed == json.loads(module.app.get_openapi_json_schema()), (
         "run `make openapi` and commit docs/openapi.json"
     )

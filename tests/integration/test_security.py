@@ -9,7 +9,7 @@ import pytest
 
 from infra.local.harness import LambdaContext, api_event
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
 
 

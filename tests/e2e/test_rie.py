@@ -24,7 +24,7 @@ from newsgen import batch
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 # What pip prints when the package index cannot be reached (no network, proxy refused, DNS).
 OFFLINE = (
     "NewConnectionError",
