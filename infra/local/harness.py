@@ -234,6 +234,7 @@ class LambdaContext:
 # --- events ---------------------------------------------------------------------------------------------
 PROXY_RESOURCE = "/{proxy+}"
 
+
 def api_event(
     method: str,
     path: str,
