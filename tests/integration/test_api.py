@@ -208,7 +208,18 @@ def test_curl_form_content_type_is_read_as_json(api):
     assert status == 200, body
 
 
-def test_time_budget_stops_generation_and_says_so(api):
+@pytest.fixture
+def slow_clock(monkeypatch):
+    """The monotonic clock advances 20 ms at each reading, as if every token took that long: the tiny model is
+    fast enough to end its article inside the smallest time budget on a quiet machine."""
+    import itertools
+    import time
+
+    start, readings = time.monotonic(), itertools.count()
+    monkeypatch.setattr(time, "monotonic", lambda: start + 0.02 * next(readings))
+
+
+def test_time_budget_stops_generation_and_says_so(api, slow_clock):
     """A Lambda with almost no time left still answers, with what it had: finish_reason "time"."""
     event = api_event(
         "POST",
@@ -245,7 +256,7 @@ def test_deadline_counts_from_api_gateways_request_time():
     assert seconds_left(None, 28_000) == pytest.approx(28, abs=0.2)  # no request time: the Lambda's alone
 
 
-def test_request_received_long_ago_stops_generation_early(api):
+def test_request_received_long_ago_stops_generation_early(api, slow_clock):
     """The Lambda has its full 28 s, but API Gateway received the request 28.5 s ago (a cold start's init
     took that long): generation must stop at once, not run its full length."""
     import time
