@@ -11,8 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,30 +117,9 @@ def run_probe(kind: str, **args) -> dict:
 
 
 def spread(values: list[float], digits: int = 2) -> dict:
-    return {
-        "median": round(statistics.median(values), digits),
-        "min": round(min(values), digits),
-        "max": round(max(values), digits),
-        "runs": [round(v, digits) for v in values],
-    }
+    from bench.watermark import summary
 
-
-def machine() -> dict:
-    import torch
-
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    model_name = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if "Model name" in line), None)
-    import transformers
-
-    return {
-        "cpu": model_name or platform.processor(),
-        "isa": torch.backends.cpu.get_cpu_capability(),
-        "cpus": len(os.sched_getaffinity(0)),
-        "threads": int(os.environ["OMP_NUM_THREADS"]),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "python": platform.python_version(),
-    }
+    return summary(values, digits)
 
 
 def main(argv=None) -> None:
@@ -159,9 +136,11 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the probes' torch, MKL and oneDNN threads
     from bench.run import NEW_TOKENS, build_checkpoint
+    from bench.watermark import machine
     from training.publish import stage_int8
 
     results = {"command": "python -m bench.forward", "machine": machine(), "rounds": args.rounds}
+    results["machine"]["probe_threads"] = args.threads
     results["setup"] = {"shape": "distilgpt2 (6 x 768), random weights", "new_tokens": NEW_TOKENS, "decoding": "greedy"}
     with tempfile.TemporaryDirectory(prefix="newsgen-forward-") as tmp:
         paths = {"fp32": build_checkpoint(Path(tmp) / "fp32", 6)}

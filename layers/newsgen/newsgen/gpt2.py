@@ -118,14 +118,21 @@ class GPT2:
         ]
         if int8:
             self.lm_head = _packed(tensors, "lm_head")
+        elif config.tie_word_embeddings:  # as transformers ties them, whatever lm_head.weight a file holds
+            self.lm_head = self.wte
+            tensors.pop("lm_head.weight", None)
         else:
-            self.lm_head = take("lm_head.weight") if "lm_head.weight" in tensors else self.wte
+            self.lm_head = take("lm_head.weight")
         if tensors:
             raise ValueError(f"weights this GPT-2 config does not use: {sorted(tensors)[:5]}")
         head_dim = config.n_embd // config.n_head
         scale = head_dim**-0.5 if config.scale_attn_weights else 1.0
         inverse = config.scale_attn_by_inverse_layer_idx
         self.scales = [scale / (i + 1) if inverse else scale for i in range(config.n_layer)]
+
+    @property
+    def device(self) -> torch.device:  # newsgen.generation puts the prompts there; this forward runs on the CPU
+        return self.wte.device
 
     def new_cache(self, batch: int, capacity: int) -> KVCache:
         return KVCache(self.config, batch, min(capacity, self.config.n_positions))
@@ -208,11 +215,11 @@ def quantize_int8(tensors: dict, config: Config) -> dict:
     """fp32 weights to the int8 tensors newsgen.optimize.int8_tensors stores for quantize_int8's model: every
     Linear (Conv1D transposed) and the lm_head (the tied embedding) with symmetric per-channel int8 weights,
     the scales as torch.ao's per-channel min/max observer computes them."""
-    lm_head = tensors.get("lm_head.weight", tensors["wte.weight"])
+    lm_head = tensors.pop("lm_head.weight", None)
+    lm_head = tensors["wte.weight"] if config.tie_word_embeddings or lm_head is None else lm_head
     weights = {
         f"h.{i}.{name}": tensors.pop(f"h.{i}.{name}.weight").t() for i in range(config.n_layer) for name in LINEARS
     }
-    tensors.pop("lm_head.weight", None)
     for name, weight in {**weights, "lm_head": lm_head}.items():
         weight = weight.float().contiguous()
         largest = torch.maximum(-weight.amin(1).clamp(max=0), weight.amax(1).clamp(min=0))
