@@ -192,7 +192,8 @@ def table(results: dict) -> str:
 
     m = results["machine"]
     lines = [
-        f"{m['cpu']}, {m['isa']}, {m['cpus']} CPUs, {m['threads']} thread(s) per process; torch {m['torch']}, transformers {m['transformers']}",
+        f"{m['cpu_model']}, {m['cpu_capability']}, {m['cores']} CPUs, {m['probe_threads']} thread(s) per process; "
+        f"torch {m['torch']}, transformers {m['transformers']}",
         "",
     ]
     lines += ["| fresh process | seconds |", "|---|---|"]
