@@ -125,9 +125,9 @@ fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000
 sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.py)
 	SAM_VENV=$(SAM_VENV) $(PY) -m infra.local.sam_local
 
-bench: $(STAMP)  ## CPU serving benchmark side by side (naive pipeline, CTranslate2 int8) → bench/results.json
+bench: $(STAMP)  ## CPU serving benchmark, each engine in fresh processes, interleaved rounds (ARGS=--rounds/--reps/--shapes/--threads) → bench/results.json + README
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
-	$(PY) -m bench.run
+	$(PY) -m bench.run $(ARGS)
 
 .PHONY: bench-gpu
 bench-gpu: $(STAMP)  ## training (bf16, checkpoint, resume) and serving figures on a GPU, CPU fallback with tiny sizes (OUTPUT=) → bench/gpu.json

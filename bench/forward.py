@@ -101,19 +101,25 @@ def probe(argv: list[str]) -> None:
 
 
 # --- the driver ---------------------------------------------------------------------------------------
-def run_probe(kind: str, **args) -> dict:
+def fresh_process(module: str, kind: str, args: dict, timeout: float = 600) -> dict:
+    """`python -m <module> probe <kind> <args as JSON>` in a fresh process (the layer on its path, this process's
+    environment): its last line of output, as JSON. bench.run measures its engines the same way."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "layers" / "newsgen"), str(ROOT)])}
     out = subprocess.run(
-        [sys.executable, "-m", "bench.forward", "probe", kind, json.dumps(args, default=str)],
+        [sys.executable, "-m", module, "probe", kind, json.dumps(args, default=str)],
         capture_output=True,
         text=True,
         cwd=ROOT,
         env=env,
-        timeout=600,
+        timeout=timeout,
     )
     if out.returncode:
-        raise RuntimeError(f"probe {kind} {args} failed: {out.stderr[-2000:]}")
+        raise RuntimeError(f"{module} probe {kind} {args} failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_probe(kind: str, **args) -> dict:
+    return fresh_process("bench.forward", kind, args)
 
 
 def spread(values: list[float], digits: int = 2) -> dict:
