@@ -72,9 +72,9 @@ def serve(bucket: str, version: str, cache: str, quantize: str, forward: str = "
 
 def floor(bucket: str, version: str) -> dict:
     t: dict = {}
-    import safetensors.torch
     import tokenizers
     import torch  # noqa: F401
+    from safetensors.torch import load
 
     now = mark(t, "imports_s", started)
     from newsgen import artifacts, s3
@@ -88,7 +88,7 @@ def floor(bucket: str, version: str) -> dict:
         for e in manifest.files
     }
     now = mark(t, "s3_read_s", now)
-    safetensors.torch.load(blobs["model.safetensors" if manifest.export == "fp32" else artifacts.INT8_WEIGHTS])
+    load(blobs["model.safetensors" if manifest.export == "fp32" else artifacts.INT8_WEIGHTS])
     now = mark(t, "safetensors_load_s", now)
     tokenizers.Tokenizer.from_buffer(blobs["tokenizer.json"])
     now = mark(t, "tokenizer_load_s", now)
