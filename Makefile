@@ -129,6 +129,10 @@ bench: $(STAMP)  ## CPU serving benchmark, each engine in fresh processes, inter
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
 	$(PY) -m bench.run $(ARGS)
 
+.PHONY: bench-cold
+bench-cold: $(STAMP)  ## cold start (fresh process → first token, int8 export in a local S3) against its floor, ≥5 rounds (FORWARD=transformers for the fallback) → bench/cold.json
+	$(PY) -m bench.cold run $(if $(FORWARD),--forward $(FORWARD))
+
 .PHONY: bench-gpu
 bench-gpu: $(STAMP)  ## training (bf16, checkpoint, resume) and serving figures on a GPU, CPU fallback with tiny sizes (OUTPUT=) → bench/gpu.json
 	$(PY) -m bench.gpu --output $(or $(OUTPUT),bench/gpu.json)

@@ -514,13 +514,13 @@ class Counting:
 
     def __init__(self, watermark):
         self.watermark, self.misses, self.lookups = watermark, 0, 0
-        draw = watermark.library._get_greenlist_ids
+        draw = watermark.draw
 
-        def counted(seq):
+        def counted(previous):
             self.misses += 1
-            return draw(seq)
+            return draw(previous)
 
-        watermark.library._get_greenlist_ids = counted
+        watermark.draw = counted
 
     def __call__(self, input_ids, scores):
         self.lookups += input_ids.shape[0]

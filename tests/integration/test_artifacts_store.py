@@ -270,10 +270,14 @@ def test_two_stores_sharing_a_cache_download_the_same_version_at_once(
     assert sorted(p.name for p in (tmp_path / "cache/headline").iterdir()) == ["v1"]  # no partial left behind
 
 
-def test_int8_export_publishes_and_serves_like_quantising_at_load(s3, bucket, headline_model, tmp_path, monkeypatch):
+@pytest.mark.parametrize("forward", ["newsgen", "transformers"])
+def test_int8_export_publishes_and_serves_like_quantising_at_load(
+    forward, s3, bucket, headline_model, tmp_path, monkeypatch
+):
     """(Its size and load time against fp32 are measured by `make bench`: the tiny test model is mostly its
-    tied embedding, which stays fp32.)"""
-    from newsgen import generation, prompt
+    tied embedding, which stays fp32.) newsgen.gpt2 quantises an fp32 export while loading it; transformers'
+    model goes through newsgen.optimize.optimize_for_cpu after loading."""
+    from newsgen import generation, gpt2, prompt
     from newsgen import store as store_module
     from newsgen.schemas import GenerationParameters
 
@@ -285,21 +289,96 @@ def test_int8_export_publishes_and_serves_like_quantising_at_load(s3, bucket, he
     assert manifest.export == "int8" and artifacts.INT8_WEIGHTS in names and "model.safetensors" not in names
     assert {"config.json", "tokenizer.json", "generation_config.json", "README.md"} <= names
     quantized = []
-    real_optimize = store_module.optimize_for_cpu
+    real_optimize, real_quantize = store_module.optimize_for_cpu, gpt2.quantize_int8
     monkeypatch.setattr(
         store_module, "optimize_for_cpu", lambda model, mode: quantized.append(mode) or real_optimize(model, mode)
     )
-    store = make_store(s3, bucket, tmp_path)
+    monkeypatch.setattr(
+        gpt2, "quantize_int8", lambda tensors, config: quantized.append("gpt2") or real_quantize(tensors, config)
+    )
+    store = make_store(s3, bucket, tmp_path, forward=forward)
     exported = store.get("headline", "int8")
     assert quantized == []  # loaded as published: no quantisation pass
     quantized_at_load = store.get("headline", "fp32")
-    assert quantized == ["int8"]
+    assert quantized == (["gpt2"] if forward == "newsgen" else ["int8"])
+    assert store_module.is_transformers_model(exported.model) == (forward == "transformers")
     params = GenerationParameters(max_new_tokens=12, do_sample=False)
     texts = [
         generation.generate(m, [prompt.headline_prompt("City")] * 2, params=params).results
         for m in (exported, quantized_at_load)
     ]
     assert [[r.text for r in rows] for rows in texts[0]] == [[r.text for r in rows] for rows in texts[1]]
+
+
+def test_both_forwards_serve_the_same_texts(s3, bucket, headline_model, tmp_path):
+    """The transformers fallback (SERVING_FORWARD=transformers) still serves, and as newsgen's forward does:
+    greedy, seeded sampling with the tuned defaults, stop strings and beam search (transformers' generate()
+    on a model loaded for it once, on the first beam request)."""
+    from newsgen import generation, prompt
+    from newsgen.schemas import GenerationParameters
+
+    publish_model(headline_model, bucket=bucket, prefix="models", task="headline", version="v1", progress=False)
+    stores = {f: make_store(s3, bucket, tmp_path / f, forward=f) for f in ("newsgen", "transformers")}
+    loaded = {f: store.get("headline") for f, store in stores.items()}
+    assert type(loaded["newsgen"].tokenizer).__module__ == "newsgen.tokenizer"
+    assert type(loaded["transformers"].tokenizer).__module__.startswith("transformers.")
+    prompts = [prompt.headline_prompt(p) for p in ("City", "Harbor ferry", "")]
+    cases = [
+        (1, GenerationParameters(max_new_tokens=10, do_sample=False, details=True)),
+        (2, GenerationParameters(max_new_tokens=10, seed=11, details=True)),
+        (1, GenerationParameters(max_new_tokens=10, seed=3, stop=[" the", "e"])),
+        (2, GenerationParameters(max_new_tokens=6, num_beams=2, do_sample=False, stop=["e"], details=True)),
+    ]
+    for n, params in cases:
+        outs = [generation.generate(loaded[f], prompts, n=n, params=params) for f in stores]
+        rows = [[r for prompt_rows in out.results for r in prompt_rows] for out in outs]
+        assert [(r.text, r.finish_reason) for r in rows[0]] == [(r.text, r.finish_reason) for r in rows[1]], params
+        if params.details:
+            ours, theirs = ([t.logprob for r in rs for t in r.tokens] for rs in rows)
+            assert ours == pytest.approx(theirs, abs=1e-3), params
+    beam_model, _ = loaded["newsgen"].transformers_model()
+    assert loaded["newsgen"].transformers_model()[0] is beam_model  # loaded once
+    assert loaded["transformers"].transformers_model()[0] is loaded["transformers"].model
+
+
+def test_a_gpt2_variant_newsgen_does_not_compute_is_served_by_transformers(
+    s3, bucket, headline_model, tmp_path, caplog
+):
+    """The choice for a config newsgen.gpt2 refuses (here a ReLU MLP): fall back to transformers, logged,
+    rather than refuse a checkpoint transformers serves. Weights that do not fit stay an UnsupportedArtifact."""
+    import shutil
+
+    from newsgen import generation, prompt
+    from newsgen.schemas import GenerationParameters
+
+    variant = tmp_path / "variant"
+    shutil.copytree(headline_model, variant)
+    config = json.loads((variant / "config.json").read_text())
+    (variant / "config.json").write_text(json.dumps({**config, "activation_function": "relu"}))
+    publish_model(variant, bucket=bucket, prefix="models", task="headline", version="relu", progress=False)
+    store = make_store(s3, bucket, tmp_path)
+    with caplog.at_level("WARNING", logger="newsgen.store"):
+        loaded = store.get("headline", "relu")
+    assert "serving with transformers" in caplog.text and "relu" in caplog.text
+    assert store.get("headline", "relu").model is loaded.model
+    from newsgen.store import is_transformers_model
+
+    assert is_transformers_model(loaded.model)
+    out = generation.generate(loaded, [prompt.headline_prompt("City")], params=GenerationParameters(max_new_tokens=4))
+    assert out.results[0][0].generated_tokens >= 1
+
+
+def test_weights_that_do_not_fit_the_config_are_unsupported(s3, bucket, headline_model, tmp_path):
+    import shutil
+
+    variant = tmp_path / "variant"
+    shutil.copytree(headline_model, variant)
+    config = json.loads((variant / "config.json").read_text())
+    (variant / "config.json").write_text(json.dumps({**config, "n_layer": config["n_layer"] + 1}))
+    publish_model(variant, bucket=bucket, prefix="models", task="headline", version="deeper", progress=False)
+    with pytest.raises(ModelUnavailable, match="weights do not fit the config") as info:
+        make_store(s3, bucket, tmp_path).get("headline", "deeper")
+    assert info.value.details["cause"] == "unsupported_artifact"
 
 
 def test_unknown_export_is_refused_by_name():

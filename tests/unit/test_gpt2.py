@@ -159,3 +159,21 @@ def test_configs_it_does_not_compute_are_refused():
     for change in ({"model_type": "gpt_neo"}, {"add_cross_attention": True}, {"activation_function": "relu"}):
         with pytest.raises(ValueError):
             gpt2.Config.from_json({**base, **change})
+
+
+def test_generation_sizes_the_cache_exactly(headline_model):
+    """newsgen.generation asks for prompt + max_new_tokens positions before the prefill: no regrowth."""
+    from newsgen import generation
+    from newsgen import tokenizer as tokenizers
+    from newsgen.schemas import GenerationParameters
+
+    ours, tokenizer = gpt2.load(headline_model), tokenizers.load(headline_model)
+    caches, new_cache = [], ours.new_cache
+    ours.new_cache = lambda batch, capacity: caches.append(new_cache(batch, capacity)) or caches[-1]
+    manifest = artifacts.build_manifest(headline_model, task="headline", version="t", base_model="tiny")
+    loaded = LoadedModel("headline", "t", manifest, headline_model, ours, tokenizer)
+    params = GenerationParameters(max_new_tokens=5, do_sample=False, no_repeat_ngram_size=0)
+    out = generation.generate(loaded, [prompt.headline_prompt(h) for h in HEADLINES], params=params)
+    longest = left_padded(tokenizer)[0].shape[1]
+    assert [tuple(c.kv.shape[2:5]) for c in caches] == [(len(HEADLINES), ours.config.n_head, longest + 5)]
+    assert max(r.generated_tokens for rows in out.results for r in rows) <= 5

@@ -48,6 +48,9 @@ EXPORTS: tuple[Export, ...] = get_args(Export)
 # How the server prepares fp32 weights when it loads them (an int8 export is served as published).
 Quantize = Literal["none", "int8"]
 QUANTIZE_MODES: tuple[Quantize, ...] = get_args(Quantize)
+# What computes a served model's forward: newsgen.gpt2 (torch alone) or transformers' GPT2LMHeadModel.
+Forward = Literal["newsgen", "transformers"]
+FORWARDS: tuple[Forward, ...] = get_args(Forward)
 INT8_WEIGHTS = "model.int8.safetensors"
 REQUIRED_FILES: dict[str, tuple[str, ...]] = {
     "fp32": ("config.json", "model.safetensors", "tokenizer_config.json"),

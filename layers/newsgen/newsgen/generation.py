@@ -1,6 +1,7 @@
 """Generation: batched prompts with left padding, `n` results per prompt in one call, defaults from the
 artifact's generation_config, a time budget, stop sequences and finish reasons. Greedy and sampling run in
-a decode loop over the KV cache with transformers' logits processors; beam search uses `generate()`."""
+a decode loop over the KV cache with newsgen.processors (transformers' logits processors written out on torch);
+beam search uses transformers' `generate()` on a transformers model (LoadedModel.transformers_model)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,10 @@ def generate(
     if time_budget_s is not None:
         extra["max_time"] = max(time_budget_s, 0.0)
 
+    if decoding["num_beams"] > 1:  # outside inference mode: a model loaded inside could not be quantised
+        beam_model, beam_tokenizer = loaded.transformers_model()
+        if params.stop:
+            extra["tokenizer"] = beam_tokenizer
     with _generate_lock, torch.inference_mode():
         if seed is not None:
             torch.manual_seed(seed)
@@ -98,7 +103,9 @@ def generate(
             if decoding["num_beams"] == 1:
                 new_tokens, logprobs = _decode(model, tokenizer, encoded, decoding, n, params, time_budget_s, watermark)
             else:
-                new_tokens, logprobs = _beam_search(model, tokenizer, encoded, decoding, n, params, extra, watermark)
+                new_tokens, logprobs = _beam_search(
+                    beam_model, tokenizer, encoded, decoding, n, params, extra, watermark
+                )
         except RuntimeError as exc:
             if "probability tensor" not in str(exc):
                 raise
@@ -113,37 +120,42 @@ def generate(
 
 
 def _processors(decoding: dict, watermark=None):
-    """transformers' own logits processors, in generate()'s order, with the watermark before the warpers."""
-    from transformers import (
-        LogitsProcessorList,
-        NoRepeatNGramLogitsProcessor,
-        RepetitionPenaltyLogitsProcessor,
-        TemperatureLogitsWarper,
-        TopKLogitsWarper,
-        TopPLogitsWarper,
-    )
+    """transformers' logits processors (newsgen.processors), in generate()'s order, with the watermark before
+    the warpers."""
+    from newsgen import processors as p
 
-    processors = LogitsProcessorList()
+    processors = p.Processors()
     if decoding.get("repetition_penalty", 1.0) != 1.0:
-        processors.append(RepetitionPenaltyLogitsProcessor(decoding["repetition_penalty"]))
+        processors.append(p.repetition_penalty(decoding["repetition_penalty"]))
     if decoding.get("no_repeat_ngram_size"):
-        processors.append(NoRepeatNGramLogitsProcessor(decoding["no_repeat_ngram_size"]))
+        processors.append(p.no_repeat_ngram(decoding["no_repeat_ngram_size"]))
     if watermark is not None:  # before the sampling warpers: a top-p nucleus of one token leaves nothing to bias
         processors.append(watermark)
     if decoding.get("do_sample"):
         if decoding.get("temperature", 1.0) != 1.0:
-            processors.append(TemperatureLogitsWarper(decoding["temperature"]))
+            processors.append(p.temperature(decoding["temperature"]))
         if decoding.get("top_k"):
-            processors.append(TopKLogitsWarper(decoding["top_k"]))
+            processors.append(p.top_k(decoding["top_k"]))
         if decoding.get("top_p", 1.0) < 1.0:
-            processors.append(TopPLogitsWarper(decoding["top_p"]))
+            processors.append(p.top_p(decoding["top_p"]))
     return processors
+
+
+def _stop_criteria(tokenizer, stop: list[str]):
+    """Stop strings: newsgen.processors' for newsgen.tokenizer's byte-level tokenizer, else transformers'."""
+    if hasattr(tokenizer, "token_bytes"):
+        from newsgen.processors import StopStrings
+
+        return StopStrings(tokenizer, stop)
+    from transformers import StopStringCriteria
+
+    return StopStringCriteria(tokenizer, stop)
 
 
 def _decode(
     model, tokenizer, encoded, decoding: dict, n: int, params: GenerationParameters, time_budget_s, watermark=None
 ):
-    """Greedy or sampled decoding over the KV cache with transformers' logits processors.
+    """Greedy or sampled decoding over the KV cache with newsgen.processors.
 
     Written out rather than calling generate(): per token it skips generate's general-purpose bookkeeping,
     measured 149 vs 128 tok/s (distilgpt2 shape, int8, batch 1, 2 CPU cores). Beam search still uses generate().
@@ -152,18 +164,20 @@ def _decode(
     import time
 
     import torch
-    from transformers import StopStringCriteria
 
     input_ids = encoded["input_ids"].repeat_interleave(n, dim=0)
     attention = encoded["attention_mask"].repeat_interleave(n, dim=0)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding: real tokens count from 0
     rows, eos, pad = input_ids.shape[0], tokenizer.eos_token_id, tokenizer.pad_token_id
     processors = _processors(decoding, watermark)
-    stop = StopStringCriteria(tokenizer, params.stop) if params.stop else None
+    stop = _stop_criteria(tokenizer, params.stop) if params.stop else None
     deadline = time.monotonic() + time_budget_s if time_budget_s is not None else None
     unfinished = torch.ones(rows, dtype=torch.bool, device=input_ids.device)
     sequences, chosen, logprobs = input_ids, [], []
-    out = model(input_ids=input_ids, attention_mask=attention, position_ids=positions, use_cache=True, logits_to_keep=1)
+    prefill: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention, "position_ids": positions}
+    if hasattr(model, "new_cache"):  # newsgen.gpt2: a cache of exactly the positions this call will fill
+        prefill["cache"] = model.new_cache(rows, input_ids.shape[1] + decoding["max_new_tokens"])
+    out = model(**prefill, use_cache=True, logits_to_keep=1)
     for step in range(decoding["max_new_tokens"]):
         scores = processors(sequences, out.logits[:, -1, :].float())
         if step == 0:

@@ -272,9 +272,9 @@ def load(path: Path, export: str = "fp32", quantize: str = "none") -> GPT2:
     config = Config.from_json(json.loads((path / "config.json").read_text()))
     tensors = read_tensors(path, export)
     int8 = export == "int8" or quantize == "int8"
-    if export == "fp32" and int8:
-        tensors = quantize_int8(tensors, config)
     try:
+        if export == "fp32" and int8:
+            tensors = quantize_int8(tensors, config)
         return GPT2(config, tensors, int8, generation_defaults(path))
     except KeyError as exc:
         raise ValueError(f"{path}: weights do not fit the config: {exc.args[0]} is missing") from None

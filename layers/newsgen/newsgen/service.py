@@ -77,6 +77,7 @@ class NewsService:
             broken_ttl_seconds=self.settings.broken_version_ttl_seconds,
             on_loaded=self.on_model_loaded,
             quantize=self.settings.quantize,
+            forward=self.settings.serving_forward,
         )
 
     def loaded_models(self) -> list[LoadedModel]:

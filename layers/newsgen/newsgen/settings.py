@@ -9,7 +9,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from newsgen.artifacts import Quantize
+from newsgen.artifacts import Forward, Quantize
 
 
 class Settings(BaseSettings):
@@ -34,6 +34,12 @@ class Settings(BaseSettings):
         "int8",
         description="int8: every matmul in int8 (CPU serving). Artifacts published with --export int8 "
         "are served as published.",
+    )
+    serving_forward: Forward = Field(
+        "newsgen",
+        description="newsgen: GPT-2's forward on torch alone (newsgen.gpt2; a cold start without transformers' "
+        "imports). transformers: GPT2LMHeadModel, the reference and fallback. Beam search always runs "
+        "transformers' generate(), on a transformers model loaded for it on first use.",
     )
     init_budget_seconds: float = Field(
         9.0,

@@ -24,7 +24,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from newsgen import artifacts
-from newsgen.artifacts import LATEST_NAME, Manifest
+from newsgen.artifacts import LATEST_NAME, Forward, Manifest
 from newsgen.errors import (
     ArtifactError,
     ChecksumMismatch,
@@ -49,10 +49,28 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     timings: dict[str, float] = field(default_factory=dict)
+    quantize: str = "none"  # what an fp32 export was quantised to at load (beam search's model gets the same)
+    _transformers: tuple[Any, Any] | None = field(default=None, repr=False, compare=False)
+    _transformers_lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     @property
     def context_length(self) -> int:
         return int(self.model.config.n_positions)
+
+    def transformers_model(self) -> tuple[Any, Any]:
+        """(model, tokenizer) as transformers' classes, for what only they do (beam search with generate()): the
+        served ones when they are transformers', else loaded once from the same directory, quantised as the
+        served model is. Only the first request that needs them pays transformers' imports and the load."""
+        if is_transformers_model(self.model):
+            return self.model, self.tokenizer
+        with self._transformers_lock:
+            if self._transformers is None:
+                model, tokenizer = load_model_dir(self.path, self.manifest, forward="transformers")
+                if self.manifest.export == "fp32":
+                    model = optimize_for_cpu(model, self.quantize)
+                self._transformers = (model, tokenizer)
+                logger.info("loaded transformers' model of %s %s for beam search", self.task, self.version)
+            return self._transformers
 
 
 def verify_directory(path: Path, manifest: Manifest) -> None:
@@ -77,25 +95,41 @@ def verify_directory(path: Path, manifest: Manifest) -> None:
             raise UnsafeArtifact(f"{file.name} is a pickle-based checkpoint; only safetensors weights are loaded")
 
 
-def load_model_dir(path: Path, manifest: Manifest) -> tuple[Any, Any]:
-    """Load a verified save_pretrained directory: safetensors only, no remote code, no network."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def load_model_dir(
+    path: Path, manifest: Manifest, forward: Forward = "transformers", quantize: str = "none"
+) -> tuple[Any, Any]:
+    """Load a verified save_pretrained directory: safetensors only, no remote code, no network.
 
-    from newsgen.prompt import check_tokenizer
-
+    forward="newsgen": newsgen.gpt2's model (quantised to `quantize` if the export is fp32) with newsgen.tokenizer's
+    tokenizer, neither importing transformers; a GPT-2 variant that newsgen.gpt2 does not compute is loaded with
+    transformers instead (logged). forward="transformers": transformers' GPT2LMHeadModel, unquantised (the caller
+    applies newsgen.optimize.optimize_for_cpu), with transformers' tokenizer.
+    """
     config = json.loads((path / "config.json").read_text())
     if config.get("model_type") not in SUPPORTED_MODEL_TYPES or "auto_map" in config:
         raise UnsupportedArtifact(
             f"{manifest.task} {manifest.version}: model_type {config.get('model_type')!r} is not supported "
             f"(expected one of {SUPPORTED_MODEL_TYPES}, without custom code)"
         )
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
-    try:
-        check_tokenizer(tokenizer)
-    except ValueError as exc:
-        raise UnsupportedArtifact(f"{manifest.task} {manifest.version}: {exc}") from None
-    tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row continues its prompt
+    if forward == "newsgen":
+        from newsgen import gpt2
+
+        try:
+            gpt2.Config.from_json(config)
+        except ValueError as exc:
+            logger.warning("%s %s: serving with transformers: %s", manifest.task, manifest.version, exc)
+        else:
+            from newsgen import tokenizer as tokenizers
+
+            tokenizer = _checked(tokenizers.load(path), manifest)
+            try:
+                return gpt2.load(path, manifest.export, quantize), tokenizer
+            except ValueError as exc:
+                raise UnsupportedArtifact(f"{manifest.task} {manifest.version}: {exc}") from None
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = _checked(AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False), manifest)
     if manifest.export == "int8":
         from transformers import AutoConfig, GenerationConfig
 
@@ -109,6 +143,24 @@ def load_model_dir(path: Path, manifest: Manifest) -> tuple[Any, Any]:
     )
     model.eval()
     return model, tokenizer
+
+
+def _checked(tokenizer, manifest: Manifest):
+    from newsgen.prompt import check_tokenizer
+
+    try:
+        check_tokenizer(tokenizer)
+    except ValueError as exc:
+        raise UnsupportedArtifact(f"{manifest.task} {manifest.version}: {exc}") from None
+    tokenizer.padding_side = "left"  # decoder-only batches pad on the left so every row continues its prompt
+    return tokenizer
+
+
+def is_transformers_model(model) -> bool:
+    """Whether a loaded model is transformers' (the fallback) rather than newsgen.gpt2's."""
+    from newsgen import gpt2
+
+    return not isinstance(model, gpt2.GPT2)
 
 
 FETCH_ERRORS = (NewsgenError, OSError, ClientError, BotoCoreError)
@@ -137,6 +189,7 @@ class ModelStore:
         on_loaded: Callable[[LoadedModel], None] | None = None,
         quantize: str = "int8",
         broken_ttl_seconds: float = 30.0,
+        forward: Forward = "newsgen",
     ):
         self.s3 = s3
         self.bucket = bucket
@@ -147,6 +200,7 @@ class ModelStore:
         self.on_loaded = on_loaded
         self.quantize = quantize
         self.broken_ttl_seconds = broken_ttl_seconds
+        self.forward = forward
         self._loaded: dict[tuple[str, str], LoadedModel] = {}
         self._broken: dict[tuple[str, str], tuple[float, ArtifactError]] = {}  # -> (retry after, its error)
         self._latest: dict[str, tuple[str, float]] = {}  # task -> (version, checked at)
@@ -225,9 +279,10 @@ class ModelStore:
         path = self.download_verified(manifest)
         downloaded = time.perf_counter()
         try:
-            model, tokenizer = load_model_dir(path, manifest)
+            model, tokenizer = load_model_dir(path, manifest, self.forward, self.quantize)
             loaded_at = time.perf_counter()
-            if manifest.export == "fp32":  # an int8 export is already quantised
+            # newsgen.gpt2 quantised it while loading; an int8 export is already quantised
+            if manifest.export == "fp32" and is_transformers_model(model):
                 model = optimize_for_cpu(model, self.quantize)
         except NewsgenError:
             raise
@@ -241,6 +296,7 @@ class ModelStore:
             path=path,
             model=model,
             tokenizer=tokenizer,
+            quantize=self.quantize,
             timings={
                 "download_s": downloaded - started,
                 "load_s": loaded_at - downloaded,

@@ -115,23 +115,41 @@ def load_keyring(parameter: str = "", file: Path | None = None) -> Keyring:
 class GreenlistWatermark:
     """transformers' WatermarkLogitsProcessor with each previous token's green list cached as a packed bit
     mask. The library draws a 50,257-entry permutation per row and step (about 1 ms on one CPU core: 14 % of a
-    7 ms decode step); the cache makes a repeated previous token cost a few microseconds. Scores are identical
-    to the library's (tested)."""
+    7 ms decode step); the cache makes a repeated previous token cost a few microseconds. The draw is the
+    library's own (`draw`: the same seed, the same torch.randperm), written out so that generation does not
+    import transformers' generation package (0.8 s of a cold start); scores are identical to the library's
+    (tested against `library`, built on first use)."""
 
     def __init__(self, vocab_size: int, key: int, bias: float = BIAS, cache_size: int = MASK_CACHE):
-        from transformers.generation.logits_process import WatermarkLogitsProcessor
-
-        self.library = WatermarkLogitsProcessor(
-            vocab_size,
-            "cpu",
-            greenlist_ratio=GREENLIST_RATIO,
-            bias=bias,
-            hashing_key=key,
-            seeding_scheme="lefthash",
-            context_width=1,
-        )
-        self.vocab_size, self.cache_size, self.bias = vocab_size, cache_size, bias
+        self.vocab_size, self.key, self.cache_size, self.bias = vocab_size, key, cache_size, bias
+        self.greenlist_size = int(vocab_size * GREENLIST_RATIO)
         self._masks: OrderedDict[int, Any] = OrderedDict()  # packed numpy bit masks
+        self._library: Any = None
+
+    @property
+    def library(self):
+        """transformers' processor with this key: the reference (tests, benches), never used to generate."""
+        if self._library is None:
+            from transformers.generation.logits_process import WatermarkLogitsProcessor
+
+            self._library = WatermarkLogitsProcessor(
+                self.vocab_size,
+                "cpu",
+                greenlist_ratio=GREENLIST_RATIO,
+                bias=self.bias,
+                hashing_key=self.key,
+                seeding_scheme="lefthash",
+                context_width=1,
+            )
+        return self._library
+
+    def draw(self, previous: int):
+        """The green list after `previous`: WatermarkLogitsProcessor._get_greenlist_ids with lefthash seeding and
+        a context of one token."""
+        import torch
+
+        generator = torch.Generator().manual_seed((self.key * previous) % (2**64 - 1))
+        return torch.randperm(self.vocab_size, generator=generator)[: self.greenlist_size]
 
     def green_mask(self, previous: int):
         import numpy as np
@@ -140,7 +158,7 @@ class GreenlistWatermark:
         packed = self._masks.get(previous)
         if packed is None:
             mask = np.zeros(self.vocab_size, dtype=bool)
-            mask[self.library._get_greenlist_ids(torch.LongTensor([previous])).numpy()] = True
+            mask[self.draw(previous).numpy()] = True
             packed = self._masks[previous] = np.packbits(mask)
             if len(self._masks) > self.cache_size:
                 self._masks.popitem(last=False)
