@@ -35,6 +35,7 @@ from newsgen.schemas import (
     GenerationResponse,
     HealthResponse,
     ModelsResponse,
+    NewsRequest,
     NewsResponse,
     PromptRequest,
     json_nesting_exceeds,
@@ -127,7 +128,7 @@ def articles(request: Annotated[ArticleRequest, Body()]) -> GenerationResponse:
 
 @app.post("/v1/news", summary="Generate headline + article pairs", responses=documented(NewsResponse))
 @tracer.capture_method(capture_response=False, capture_error=False)
-def news(request: Annotated[PromptRequest, Body()]) -> NewsResponse:
+def news(request: Annotated[NewsRequest, Body()]) -> NewsResponse:
     return observe("news", request, service.news)
 
 
@@ -176,7 +177,11 @@ def error(status: int, message: str, error_type: str, headers: dict | None = Non
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(exc: RequestValidationError) -> Response:
-    details = errors.validation_problems(exc.errors())
+    problems = exc.errors()
+    if problems and problems[0].get("type") == "json_invalid":  # powertools' parse: (body, position), the text
+        syntax = json.JSONDecodeError(problems[0]["ctx"]["error"], exc.body or "", problems[0]["loc"][1])
+        return error(400, errors.not_json("body", syntax), "validation_error")
+    details = errors.validation_problems(problems)
     first = details[0] if details else {"loc": [], "msg": "invalid request"}
     return error(400, errors.problem_text(first, "body", skip=1), "validation_error", details=details)
 

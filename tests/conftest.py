@@ -239,7 +239,7 @@ class EchoService:
         provenance = Provenance(
             models=[ref], parameters={}, seed=None, created_at="2026-01-01T00:00:00+00:00", watermark=None
         )
-        return GenerationResponse(results=texts, model=ref, provenance=provenance)
+        return GenerationResponse(results=texts, model=[ref], provenance=provenance)
 
     def headlines_many(self, prompts, n, params, deadline=None):
         self.calls += 1
@@ -249,7 +249,7 @@ class EchoService:
         self.calls += 1
         return [self._response("article", [self._text(h) for _ in range(n)]) for h in headlines]
 
-    def news_many(self, prompts, n, params, deadline=None):
+    def news_many(self, prompts, n, headline_params, article_params, deadline=None):
         from newsgen.schemas import NewsItem, NewsResponse
 
         self.calls += 1
@@ -257,5 +257,5 @@ class EchoService:
         for p in prompts:
             first = self._response("headline", [self._text(p)])
             items = [NewsItem(headline=self._text(p), article=self._text(p)) for _ in range(n)]
-            out.append(NewsResponse(results=items, model=[first.model], provenance=first.provenance))
+            out.append(NewsResponse(results=items, model=first.model, provenance=first.provenance))
         return out

@@ -46,5 +46,5 @@ def test_prepare_train_publish_serve(sample_csv, tmp_path, s3, bucket, service_f
     body = json.loads(response["body"])
     assert response["statusCode"] == 200, body
     assert len(body["results"]) == 2 and all(r["generated_tokens"] >= 1 for r in body["results"])
-    assert body["model"] == {"task": "headline", "version": version}
+    assert body["model"] == [{"task": "headline", "version": version}]
     assert time.perf_counter() - started < 60

@@ -114,7 +114,7 @@ def test_api_under_the_runtime_emulator(function_env):
     answer = body_of(cold)
     assert answer["synthetic"] is True and len(answer["results"]) == request["n"]
     assert all(r["text"].startswith("City council") for r in answer["results"])
-    assert answer["model"]["task"] == "headline"
+    assert answer["model"][0]["task"] == "headline"
     assert warm["statusCode"] == 200 and body_of(warm)["results"] == answer["results"]  # same seed, same text
     assert bad["statusCode"] == 400
     headers = {

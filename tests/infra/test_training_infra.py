@@ -450,7 +450,7 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
 
     monkeypatch.setattr(api, "service", service_for(bucket))
     response = api.lambda_handler(
-        api_event("POST", "/v1/news", {"n": 1, "parameters": {"max_new_tokens": 4}}), LambdaContext()
+        api_event("POST", "/v1/news", {"n": 1, "headline_parameters": {"max_new_tokens": 4}}), LambdaContext()
     )
     assert response["statusCode"] == 200, response["body"]
     assert [m["version"] for m in json.loads(response["body"])["model"]] == ["t1", "t1"]
@@ -458,4 +458,4 @@ def test_pipeline_runs_the_whole_job_on_cpu_and_publishes(tmp_path, s3, bucket, 
     response = api.lambda_handler(
         api_event("POST", "/v1/headlines", {"parameters": {"max_new_tokens": 4}}), LambdaContext()
     )
-    assert response["statusCode"] == 200 and json.loads(response["body"])["model"]["version"] == "t1-distilled"
+    assert response["statusCode"] == 200 and json.loads(response["body"])["model"][0]["version"] == "t1-distilled"

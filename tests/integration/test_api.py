@@ -29,9 +29,9 @@ def test_headlines(api):
         assert result["text"].strip()
         assert result["finish_reason"] in ("eos_token", "length", "stop_sequence", "time")
         assert 1 <= result["generated_tokens"] <= 16
-    assert body["model"] == {"task": "headline", "version": "v1"}
+    assert body["model"] == [{"task": "headline", "version": "v1"}]
     assert body["synthetic"] is True
-    assert body["provenance"]["seed"] == 3 and body["provenance"]["models"] == [body["model"]]
+    assert body["provenance"]["seed"] == 3 and body["provenance"]["models"] == body["model"]
 
 
 def test_headline_prompt_starts_the_headline(api):
@@ -55,8 +55,13 @@ def test_articles_and_news(api):
         {"headline": "Parents in Westmere sue over night bus routes", "parameters": {"max_new_tokens": 20}},
     )
     assert status == 200, body
-    assert body["model"]["task"] == "article" and body["results"][0]["text"]
-    status, body = call(api, "POST", "/v1/news", {"n": 2, "parameters": {"max_new_tokens": 20}})
+    assert body["model"][0]["task"] == "article" and body["results"][0]["text"]
+    status, body = call(
+        api,
+        "POST",
+        "/v1/news",
+        {"n": 2, "headline_parameters": {"max_new_tokens": 20}, "article_parameters": {"max_new_tokens": 20}},
+    )
     assert status == 200, body
     assert len(body["results"]) == 2
     assert all(item["headline"]["text"] and item["article"]["text"] for item in body["results"])
@@ -146,9 +151,25 @@ HEADLINE = "Parents in Westmere sue over night bus routes"
         ("/v1/articles", {"headline": HEADLINE, "n": 8}, "the model's default"),  # 8 × 160 (generation_config)
         ("/v1/headlines", {"parameters": {"num_beams": 8, "max_new_tokens": 130}}, "8 beams"),  # 8 beams × 130
         ("/v1/news", {"n": 8}, "budget"),  # 8 × 32 headline tokens + 8 × 160 article tokens
-        ("/v1/news", {"n": 2, "parameters": {"num_beams": 4, "max_new_tokens": 100}}, "budget"),  # 4×100 + 2×4×100
+        (
+            "/v1/news",
+            {
+                "n": 2,
+                "headline_parameters": {"num_beams": 4, "max_new_tokens": 100},
+                "article_parameters": {"num_beams": 4, "max_new_tokens": 100},
+            },
+            "budget",
+        ),  # 4×100 + 2×4×100
         # The article's prompt is the headline: up to 2 + 128 tokens, then 128 more, past the 256-token context.
-        ("/v1/news", {"prompt": "City council", "parameters": {"max_new_tokens": 128}}, "context"),
+        (
+            "/v1/news",
+            {
+                "prompt": "City council",
+                "headline_parameters": {"max_new_tokens": 128},
+                "article_parameters": {"max_new_tokens": 128},
+            },
+            "context",
+        ),
     ],
 )
 def test_requests_past_the_budget_or_context_are_400_before_generating(api, monkeypatch, route, request_body, fragment):
@@ -168,7 +189,7 @@ def test_requests_past_the_budget_or_context_are_400_before_generating(api, monk
 def test_requests_within_the_budget_use_the_defaults(api):
     status, body = call(api, "POST", "/v1/articles", {"headline": HEADLINE, "n": 6})  # 6 × 160 = 960
     assert status == 200, body
-    assert len(body["results"]) == 6 and body["provenance"]["parameters"]["max_new_tokens"] == 160
+    assert len(body["results"]) == 6 and body["provenance"]["parameters"]["article"]["max_new_tokens"] == 160
 
 
 def test_unknown_route_is_404_json(api):

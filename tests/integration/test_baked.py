@@ -43,7 +43,7 @@ def test_service_reads_a_mirror_without_s3(mirrored, service_for, monkeypatch):
         ArticleRequest(headline="Harbor town votes on a new ferry", parameters={"max_new_tokens": 6})
     )
     assert headline.results[0].generated_tokens >= 1 and article.results[0].generated_tokens >= 1
-    assert headline.model.version == versions["headline"]
+    assert headline.model[0].version == versions["headline"]
 
 
 def test_a_tampered_mirror_is_refused_like_a_tampered_bucket(mirrored, service_for):

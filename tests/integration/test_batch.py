@@ -70,8 +70,8 @@ def test_csv_input(pipeline):
     first, second, third = out["lines"]
     assert first["id"] == "1" and len(first["result"]["results"]) == 2
     assert first["result"]["results"][0]["text"].startswith("Mayor")
-    assert second["result"]["model"]["task"] == "article"
-    assert third["id"] == "3" and "parameters column is not JSON" in third["error"]["error"]
+    assert second["result"]["model"][0]["task"] == "article"
+    assert third["id"] == "3" and "parameters column is not valid JSON" in third["error"]["error"]
 
 
 def test_redelivered_message_does_not_duplicate(pipeline, s3, sqs):

@@ -4,6 +4,7 @@ handlers and the CLI turn them into clear messages without knowing the details; 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,11 @@ def validation_problems(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, A
         {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
         for e in errors
     ]
+
+
+def not_json(what: str, exc: json.JSONDecodeError) -> str:
+    """`what is not valid JSON: <why> at line L column C`, the position as an editor shows it."""
+    return f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
 
 
 def problem_text(problem: dict[str, Any], default: str = "", skip: int = 0, option: bool = False) -> str:

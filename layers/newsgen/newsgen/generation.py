@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from newsgen.errors import InvalidRequest
@@ -35,6 +35,16 @@ class Generation:
     results: list[list[GeneratedText]]  # one list of n results per prompt
     parameters: dict  # the effective decoding parameters
     seed: int | None
+    stop: list[str] = field(default_factory=list)
+
+    def effective(self) -> dict:
+        """What produced these texts, as provenance states it: the decoding parameters, the seed where
+        sampled, and the stop sequences where given."""
+        return {
+            **self.parameters,
+            **({"seed": self.seed} if self.seed is not None else {}),
+            **({"stop": self.stop} if self.stop else {}),
+        }
 
 
 def effective_parameters(loaded: LoadedModel, params: GenerationParameters) -> dict:
@@ -116,7 +126,7 @@ def generate(
         for row in range(new_tokens.shape[0])
     ]
     grouped = [results[i * n : (i + 1) * n] for i in range(len(prompts))]
-    return Generation(results=grouped, parameters=decoding, seed=seed)
+    return Generation(results=grouped, parameters=decoding, seed=seed, stop=list(params.stop))
 
 
 def _processors(decoding: dict, watermark=None):

@@ -17,6 +17,7 @@ MAX_STOP_CHARS = 50
 # Nesting of a request body. Ours needs 3 ({"parameters": {"stop": [...]}}); JSON nested a few thousand deep
 # makes Python's parser (and pydantic) raise RecursionError, so deeper bodies are refused before parsing.
 MAX_JSON_DEPTH = 32
+MIN_TEMPERATURE = 0.01
 
 # A JSON string (escapes included), a bracket, or a quote that opens a string never closed.
 _JSON_NESTING_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')
@@ -49,7 +50,7 @@ class GenerationParameters(Strict):
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     do_sample: bool | None = None
     # Strictly positive, but not so small that logits / temperature overflow to inf.
-    temperature: float | None = Field(None, ge=0.01, le=100)
+    temperature: float | None = Field(None, ge=MIN_TEMPERATURE, le=100)
     top_k: int | None = Field(None, ge=0, le=50260)
     top_p: float | None = Field(None, gt=0, le=1)
     repetition_penalty: float | None = Field(None, ge=0.01, le=100)
@@ -58,6 +59,17 @@ class GenerationParameters(Strict):
     seed: int | None = Field(None, ge=0, le=2**32 - 1)
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
     details: bool = False
+
+    @field_validator("temperature", mode="before")
+    @classmethod
+    def _greedy_is_not_a_temperature(cls, value):
+        # OpenAI-style clients send temperature 0 for greedy decoding, which is a division by zero here.
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value < MIN_TEMPERATURE:
+            raise ValueError(
+                f"temperature must be at least {MIN_TEMPERATURE}; for greedy decoding use do_sample=false "
+                "(and leave temperature out)"
+            )
+        return value
 
     @field_validator("stop")
     @classmethod
@@ -86,11 +98,44 @@ def _clean_text(value: str | None, field: str) -> str | None:
 
 
 class PromptRequest(Strict):
-    """A request of /v1/headlines (n headlines) and /v1/news (n headline + article pairs)."""
+    """A request of /v1/headlines: n headlines."""
 
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How each headline starts.")
-    n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many headlines (or news items) to generate.")
+    n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many headlines to generate.")
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+
+    @field_validator("prompt")
+    @classmethod
+    def _prompt(cls, value: str | None) -> str | None:
+        return _clean_text(value, "prompt")
+
+
+NEWS_TAKES_PART_PARAMETERS = (
+    "/v1/news generates with two models: give headline_parameters and article_parameters (each part's decoding "
+    "parameters; unset ones are that model's defaults), not parameters"
+)
+
+
+class NewsRequest(Strict):
+    """A request of /v1/news: n headline + article pairs, each part decoded with its own parameters."""
+
+    prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How each headline starts.")
+    n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many news items to generate.")
+    headline_parameters: GenerationParameters = Field(
+        default_factory=GenerationParameters, description="Decoding of the headlines; unset: the headline model's."
+    )
+    article_parameters: GenerationParameters = Field(
+        default_factory=GenerationParameters,
+        description="Decoding of the articles; unset: the article model's. Without its own seed the article part "
+        "uses the headline part's, so one seed reproduces the whole item.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_shared_parameters(cls, data):
+        if isinstance(data, dict) and "parameters" in data:
+            raise ValueError(NEWS_TAKES_PART_PARAMETERS)
+        return data
 
     @field_validator("prompt")
     @classmethod
@@ -151,8 +196,11 @@ class Provenance(BaseModel):
     synthetic: Literal[True] = True
     notice: str = "Machine-generated text from a language model trained on news. It is not news and not true."
     models: list[ModelRef]
-    parameters: dict
-    seed: int | None
+    parameters: dict[str, dict] = Field(
+        description="Per task (headline, article): the effective decoding parameters, the model's defaults "
+        "included, and the seed where sampled."
+    )
+    seed: int | None = Field(description="The seed that reproduces the whole response with the same request.")
     created_at: str
     watermark: WatermarkInfo | None = Field(
         description="The statistical watermark the texts carry; null only where the deployment turned it off."
@@ -161,7 +209,7 @@ class Provenance(BaseModel):
 
 class GenerationResponse(BaseModel):
     results: list[GeneratedText]
-    model: ModelRef
+    model: list[ModelRef] = Field(description="The model versions that wrote the texts (one per task).")
     synthetic: Literal[True] = True
     provenance: Provenance
 
@@ -171,7 +219,7 @@ class GenerationResponse(BaseModel):
 
 class NewsResponse(BaseModel):
     results: list[NewsItem]
-    model: list[ModelRef]
+    model: list[ModelRef] = Field(description="The model versions that wrote the texts (one per task).")
     synthetic: Literal[True] = True
     provenance: Provenance
 

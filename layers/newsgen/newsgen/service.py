@@ -27,6 +27,7 @@ from newsgen.schemas import (
     ModelInfo,
     ModelRef,
     NewsItem,
+    NewsRequest,
     NewsResponse,
     PromptRequest,
     Provenance,
@@ -127,8 +128,10 @@ class NewsService:
     def articles(self, request: ArticleRequest, deadline: float | None = None) -> GenerationResponse:
         return self.articles_many([request.headline], request.n, request.parameters, deadline)[0]
 
-    def news(self, request: PromptRequest, deadline: float | None = None) -> NewsResponse:
-        return self.news_many([request.prompt], request.n, request.parameters, deadline)[0]
+    def news(self, request: NewsRequest, deadline: float | None = None) -> NewsResponse:
+        return self.news_many(
+            [request.prompt], request.n, request.headline_parameters, request.article_parameters, deadline
+        )[0]
 
     def headlines_many(
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
@@ -159,36 +162,44 @@ class NewsService:
         out = generation.generate(
             loaded, texts, n=n, params=params, time_budget_s=self._budget(deadline), watermark=mark
         )
-        ref = ModelRef(task=task, version=loaded.version)
+        refs = [ModelRef(task=task, version=loaded.version)]
+        provenance = _provenance(refs, {task: out}, out.seed, info)
         return [
-            GenerationResponse(
-                results=[_with_prefix(p, r) for r in rows], model=ref, provenance=_provenance([ref], out, info)
-            )
+            GenerationResponse(results=[_with_prefix(p, r) for r in rows], model=refs, provenance=provenance)
             for p, rows in zip(prefixes, out.results, strict=False)
         ]
 
     def news_many(
-        self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
+        self,
+        prompts: list[str | None],
+        n: int,
+        headline_params: GenerationParameters,
+        article_params: GenerationParameters,
+        deadline: float | None = None,
     ) -> list[NewsResponse]:
-        """n headlines per prompt, then one article for each headline, all articles in one generate call."""
+        """n headlines per prompt, then one article for each headline, all articles in one generate call;
+        each part decoded with its own parameters over its own model's defaults."""
         headline_model, article_model = self.model(Task.HEADLINE), self.model(Task.ARTICLE)
         _check_budget(
             [
-                ("headlines: ", _demand(headline_model, n, params)),
-                ("articles: ", _demand(article_model, 1, params, prompts=n)),
+                ("headlines: ", _demand(headline_model, n, headline_params)),
+                ("articles: ", _demand(article_model, 1, article_params, prompts=n)),
             ]
         )
         prefixes = [p or "" for p in prompts]
-        _check_news_context(headline_model, article_model, prefixes, params)
-        if params.seed is None and (params.num_beams or 1) == 1:
-            # One seed for both calls, so the provenance's seed reproduces the whole item.
-            params = params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        _check_news_context(headline_model, article_model, prefixes, headline_params, article_params)
+        if headline_params.seed is None and (headline_params.num_beams or 1) == 1:
+            # Drawn here rather than by generate, so that the article part can share it.
+            headline_params = headline_params.model_copy(update={"seed": secrets.randbelow(2**31)})
+        if article_params.seed is None and (article_params.num_beams or 1) == 1:
+            # One seed reproduces the whole item: the article part uses the headline part's.
+            article_params = article_params.model_copy(update={"seed": headline_params.seed})
         mark, info = self.watermark_for(headline_model)
         heads = generation.generate(
             headline_model,
             [prompt.headline_prompt(p) for p in prefixes],
             n=n,
-            params=params,
+            params=headline_params,
             time_budget_s=self._budget(deadline, share=0.3),
             watermark=mark,
         )
@@ -197,7 +208,7 @@ class NewsService:
             article_model,
             [prompt.article_prompt(h.text) for h in headlines],
             n=1,
-            params=params,
+            params=article_params,
             time_budget_s=self._budget(deadline),
             watermark=self.watermark_for(article_model)[0],
         )
@@ -209,8 +220,10 @@ class NewsService:
             ModelRef(task=Task.HEADLINE, version=headline_model.version),
             ModelRef(task=Task.ARTICLE, version=article_model.version),
         ]
+        seed = heads.seed if article_params.seed in (None, heads.seed) else None
+        provenance = _provenance(refs, {Task.HEADLINE: heads, Task.ARTICLE: bodies}, seed, info)
         return [
-            NewsResponse(results=items[i * n : (i + 1) * n], model=refs, provenance=_provenance(refs, heads, info))
+            NewsResponse(results=items[i * n : (i + 1) * n], model=refs, provenance=provenance)
             for i in range(len(prompts))
         ]
 
@@ -312,12 +325,16 @@ def _check_budget(parts: list[tuple[str, tuple[int, str]]]) -> None:
 
 
 def _check_news_context(
-    headline_model: LoadedModel, article_model: LoadedModel, prefixes: list[str], params: GenerationParameters
+    headline_model: LoadedModel,
+    article_model: LoadedModel,
+    prefixes: list[str],
+    headline_params: GenerationParameters,
+    article_params: GenerationParameters,
 ) -> None:
     """Each article's prompt is its headline: refuse up front, rather than after generating the headlines, a
     request whose longest possible headline leaves no room in the article model's context."""
-    headline_tokens = generation.effective_parameters(headline_model, params)["max_new_tokens"]
-    article_tokens = generation.effective_parameters(article_model, params)["max_new_tokens"]
+    headline_tokens = generation.effective_parameters(headline_model, headline_params)["max_new_tokens"]
+    article_tokens = generation.effective_parameters(article_model, article_params)["max_new_tokens"]
     tokenizer = headline_model.tokenizer
     prefix = max(len(tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prefixes)
     article_prompt = prefix + headline_tokens + 2  # the headline between bos and the separator
@@ -325,7 +342,8 @@ def _check_news_context(
         raise InvalidRequest(
             f"a headline of up to {prefix + headline_tokens} tokens (prompt {prefix} + max_new_tokens "
             f"{headline_tokens}) + max_new_tokens {article_tokens} for its article exceeds the article model's "
-            f"context of {article_model.context_length} tokens: shorten the prompt or lower max_new_tokens",
+            f"context of {article_model.context_length} tokens: shorten the prompt or lower the max_new_tokens "
+            "of headline_parameters or article_parameters",
             prompt_tokens=prefix,
             context_length=article_model.context_length,
         )
@@ -335,11 +353,13 @@ def _with_prefix(prefix: str, result: GeneratedText) -> GeneratedText:
     return result.model_copy(update={"text": (prefix + result.text).strip()})
 
 
-def _provenance(models: list[ModelRef], out: generation.Generation, mark: WatermarkInfo | None) -> Provenance:
+def _provenance(
+    models: list[ModelRef], parts: dict[Task, generation.Generation], seed: int | None, mark: WatermarkInfo | None
+) -> Provenance:
     return Provenance(
         models=models,
-        parameters=out.parameters,
-        seed=out.seed,
+        parameters={str(task): out.effective() for task, out in parts.items()},
+        seed=seed,
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         watermark=mark,
     )

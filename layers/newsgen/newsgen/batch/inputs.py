@@ -22,7 +22,17 @@ MAX_INPUT_BYTES = 256 * MiB
 MAX_RECORDS = 200_000
 MAX_LINE_BYTES = 256 * 1024  # a request is well under 4 KiB; this leaves room for long ids and parameters
 READ_CHUNK_BYTES = 1 * MiB
-CSV_COLUMNS = ("id", "task", "prompt", "headline", "text", "n", "parameters")
+CSV_COLUMNS = (
+    "id",
+    "task",
+    "prompt",
+    "headline",
+    "text",
+    "n",
+    "parameters",
+    "headline_parameters",
+    "article_parameters",
+)
 FORMATS = {".jsonl": "jsonl", ".csv": "csv"}
 UTF8_BOM = b"\xef\xbb\xbf"
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")

@@ -12,12 +12,21 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from newsgen.batch.inputs import Record
-from newsgen.errors import InvalidLine, ModelUnavailable, NewsgenError, error_body, problem_text, validation_problems
+from newsgen.errors import (
+    InvalidLine,
+    ModelUnavailable,
+    NewsgenError,
+    error_body,
+    not_json,
+    problem_text,
+    validation_problems,
+)
 from newsgen.schemas import (
     MAX_DETECT_CHARS,
     MAX_NEW_TOKENS,
     MAX_PROMPT_CHARS,
     MAX_RESULTS,
+    NEWS_TAKES_PART_PARAMETERS,
     GenerationParameters,
     Strict,
     _clean_text,
@@ -42,6 +51,8 @@ class BatchLine(Strict):
     text: str | None = Field(None, min_length=1, max_length=MAX_DETECT_CHARS, description="detect: the text to check")
     n: int = Field(1, ge=1, le=MAX_RESULTS)
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+    headline_parameters: GenerationParameters = Field(default_factory=GenerationParameters, description="news only")
+    article_parameters: GenerationParameters = Field(default_factory=GenerationParameters, description="news only")
 
     @field_validator("prompt", "headline")
     @classmethod
@@ -64,22 +75,30 @@ class BatchLine(Strict):
             raise ValueError(f"a {self.task} line takes 'prompt', not 'headline'")
         if self.task == "article" and self.prompt is not None:
             raise ValueError("an article line takes 'headline', not 'prompt'")
+        if self.task == "news" and "parameters" in self.model_fields_set:
+            raise ValueError(NEWS_TAKES_PART_PARAMETERS.replace("/v1/news", "a news line"))
+        if self.task != "news" and self.model_fields_set & {"headline_parameters", "article_parameters"}:
+            raise ValueError(
+                f"a {self.task} line takes 'parameters'; headline_parameters and article_parameters are for news"
+            )
         return self
+
+    def decoding(self) -> list[GenerationParameters]:
+        """The parameters of each generate call the line makes."""
+        return [self.headline_parameters, self.article_parameters] if self.task == "news" else [self.parameters]
 
     def cost(self) -> int:
         """Tokens this line may generate at most (the dispatcher sizes chunks by it)."""
         if self.task == "detect":
             return 1
-        params = self.parameters
-        tokens = self.n * (params.max_new_tokens or MAX_NEW_TOKENS) * (params.num_beams or 1)
-        return 2 * tokens if self.task == "news" else tokens
+        return sum(self.n * (p.max_new_tokens or MAX_NEW_TOKENS) * (p.num_beams or 1) for p in self.decoding())
 
 
 def _json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise InvalidLine(f"{what} is not JSON: {exc.msg} at column {exc.colno}") from None
+        raise InvalidLine(not_json(what, exc)) from None
     except RecursionError:
         raise InvalidLine(f"{what} is nested too deeply") from None
 
@@ -90,8 +109,9 @@ def parse_record(record: Record) -> BatchLine:
         raise InvalidLine(record.problem)
     if record.fields is not None:
         fields: dict[str, Any] = dict(record.fields)
-        if "parameters" in fields:
-            fields["parameters"] = _json(fields["parameters"], "parameters column")
+        for column in ("parameters", "headline_parameters", "article_parameters"):
+            if column in fields:
+                fields[column] = _json(fields[column], f"{column} column")
         return BatchLine.model_validate(fields)
     return BatchLine.model_validate(_json(record.raw or "", "line"))
 
@@ -148,8 +168,9 @@ def process_records(service, records: list[Record], deadline: float | None) -> l
     entries, valid = parse_all(records)
     groups: dict[str, list[tuple[int, BatchLine]]] = {}
     for index, line in valid:
-        key = json.dumps([line.task, line.n, line.parameters.model_dump()], sort_keys=True)
-        if line.parameters.seed is not None:
+        decoding = line.decoding()
+        key = json.dumps([line.task, line.n, [p.model_dump() for p in decoding]], sort_keys=True)
+        if any(p.seed is not None for p in decoding):
             key += f"#{index}"
         groups.setdefault(key, []).append((index, line))
     for members in groups.values():
@@ -160,7 +181,7 @@ def process_records(service, records: list[Record], deadline: float | None) -> l
 
 
 def _generate_group(service, members, records, entries, deadline) -> None:
-    task, n, params = members[0][1].task, members[0][1].n, members[0][1].parameters
+    task, n, decoding = members[0][1].task, members[0][1].n, members[0][1].decoding()
     if task == "detect":
         for (index, line), detection in zip(members, service.detect([line.text for _, line in members]), strict=False):
             entries[index] = {"id": line.id, "line": records[index].line, "result": detection.model_dump()}
@@ -168,7 +189,7 @@ def _generate_group(service, members, records, entries, deadline) -> None:
     inputs = [line.headline if task == "article" else line.prompt for _, line in members]
     run = {"headline": service.headlines_many, "article": service.articles_many, "news": service.news_many}[task]
     try:
-        responses = run(inputs, n, params, deadline)
+        responses = run(inputs, n, *decoding, deadline)
     except ModelUnavailable:
         raise  # the whole chunk is retried later (and ends in the dead-letter queue if it never recovers)
     except NewsgenError as exc:
