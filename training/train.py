@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.dataset import build_dataset, fingerprint
-from training.model import build_model, tuned_generation_config
+from training.model import BaseUnavailable, build_model, check_base_available, tuned_generation_config
 from training.tokenizer import TINY, base_tokenizer
 
 CHECKPOINTS = "checkpoints"
@@ -84,12 +84,13 @@ def default_learning_rate(base: str) -> float:
 
 
 def train(options: TrainOptions) -> dict:
+    check_options(options)
+    check_base(options.base)  # before transformers' imports: an unreachable hub is said in seconds
     from transformers import Trainer
 
-    check_options(options)
-    tokenizer = base_tokenizer(options.base)
+    tokenizer = load_base(options.base, base_tokenizer)
     train_set, eval_set = load_datasets(options, tokenizer)
-    model = build_model(options.base, tokenizer, seed=options.seed)
+    model = load_base(options.base, build_model, tokenizer, seed=options.seed)
     model.generation_config = tuned_generation_config(options.task, tokenizer)
     trainer = Trainer(
         model=model,
@@ -100,6 +101,23 @@ def train(options: TrainOptions) -> dict:
         processing_class=tokenizer,
     )
     return fit(trainer, options, base_model=options.base)
+
+
+def check_base(base: str) -> None:
+    """One line, in seconds, when --base is a hub model that cannot be had here (offline, hub unreachable)."""
+    try:
+        check_base_available(base)
+    except BaseUnavailable as exc:
+        raise TrainError(str(exc)) from None
+
+
+def load_base(base: str, load, *args, **kwargs):
+    """`load(base, ...)` (the tokenizer or the model of --base), failing with the first line of the loader's
+    own error (e.g. a hub name that does not exist) instead of a traceback."""
+    try:
+        return load(base, *args, **kwargs)
+    except OSError as exc:  # transformers' "is not a local folder and is not a valid model identifier", ...
+        raise TrainError(f"--base {base}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def check_options(options: TrainOptions) -> None:

@@ -140,3 +140,42 @@ def test_versions_lists_published_versions_and_marks_latest(s3, s3_endpoint, buc
         timeout=120,
     )
     assert none.returncode == 2 and none.stderr.strip().startswith("error: versions: set --bucket or MODEL_BUCKET")
+
+
+def train_hub_base(tmp_path, **env_changes):
+    import os
+    import time
+
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "HF_ENDPOINT")}
+    env.update(HF_HOME=str(tmp_path / "hf-home"), **env_changes)  # an empty Hugging Face cache
+    started = time.monotonic()
+    command = ["train", "--task", "headline", "--base", "distilgpt2", "--data", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "training", *command, "--output", str(tmp_path / "m")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, time.monotonic() - started
+
+
+def test_train_from_an_unreachable_hub_says_so_in_seconds(tmp_path):
+    # Port 9 (discard) on loopback refuses at once: the hub client would retry, then raise OSError.
+    result, seconds = train_hub_base(tmp_path, HF_ENDPOINT="http://127.0.0.1:9")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    assert line.startswith("error: --base distilgpt2: the Hugging Face hub (http://127.0.0.1:9) is unreachable")
+    assert "--base tiny" in line and "local checkpoint" in line
+    assert seconds < 20, seconds
+
+
+def test_train_with_the_hub_offline_says_so(tmp_path):
+    result, seconds = train_hub_base(tmp_path, HF_HUB_OFFLINE="1")
+    assert result.returncode == 2, result.stderr
+    line = result.stderr.strip()
+    assert "\n" not in line and line.startswith("error: --base distilgpt2: HF_HUB_OFFLINE is set"), line
+    assert "--base tiny" in line
+    assert seconds < 20, seconds
