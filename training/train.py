@@ -24,6 +24,12 @@ from training.tokenizer import TINY, base_tokenizer
 
 CHECKPOINTS = "checkpoints"
 MAX_LENGTH = {"headline": 64, "article": 256}
+# Training tokens per model parameter under which a run learns the corpus' surface, not the language (`train`
+# warns, `make run` repeats it). From scratch: about 20, the compute-optimal ratio of Hoffmann et al. 2022
+# ("Chinchilla"); a tiny GPT-2 (6.9M parameters, mostly the 50k-token embeddings) would want ~140M tokens.
+# Fine-tuning a pretrained GPT-2 needs far less, since it knows the language and the corpus only teaches style
+# and format: 1 per 100 parameters, a rule of thumb (~0.8M tokens, ~6,000 article openings, for distilgpt2).
+MIN_TOKENS_PER_PARAMETER = {"from scratch": 20.0, "fine-tuned": 0.01}
 
 
 class TrainError(Exception):
@@ -92,6 +98,9 @@ def train(options: TrainOptions) -> dict:
     train_set, eval_set = load_datasets(options, tokenizer)
     model = load_base(options.base, build_model, tokenizer, seed=options.seed)
     model.generation_config = tuned_generation_config(options.task, tokenizer)
+    size_warning = corpus_size_warning(options, train_set, model.num_parameters())
+    if size_warning and int(os.environ.get("RANK", "0")) == 0:
+        print(f"warning: {size_warning}", file=sys.stderr, flush=True)
     trainer = Trainer(
         model=model,
         args=training_arguments(options, options.learning_rate or default_learning_rate(options.base)),
@@ -100,7 +109,22 @@ def train(options: TrainOptions) -> dict:
         data_collator=data_collator(tokenizer),
         processing_class=tokenizer,
     )
-    return fit(trainer, options, base_model=options.base)
+    return fit(trainer, options, base_model=options.base, extra={"data_warning": size_warning})
+
+
+def corpus_size_warning(options: TrainOptions, train_set: list[dict], parameters: int) -> str | None:
+    """A sentence when the training set is too small for the model (MIN_TOKENS_PER_PARAMETER), else None."""
+    tokens = sum(len(example["input_ids"]) for example in train_set)
+    regime = "from scratch" if options.base == TINY else "fine-tuned"
+    needed = MIN_TOKENS_PER_PARAMETER[regime]
+    if tokens >= needed * parameters:
+        return None
+    instead = "more data, or a pretrained --base (distilgpt2, gpt2)" if regime == "from scratch" else "more data"
+    return (
+        f"the {options.task} training set has {tokens:,} tokens for a {parameters / 1e6:.1f}M-parameter model "
+        f"{regime} ({tokens / parameters:.2g} tokens per parameter; about {needed:g} are needed): expect text "
+        f"that imitates the corpus' surface, not fluent news, and a high validation perplexity. Use {instead}."
+    )
 
 
 def check_base(base: str) -> None:
