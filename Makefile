@@ -11,6 +11,7 @@ PORT ?=
 S3_PORT ?=
 LOCAL_S3 = $(if $(S3_PORT),--endpoint http://127.0.0.1:$(S3_PORT))
 PYTEST_ARGS ?=
+VERBOSE ?=
 
 .PHONY: help venv run lint test clean openapi batch redrive fuzz sam-local bench bench-memory bench-batch load
 
@@ -27,8 +28,8 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)  ## create the virtualenv with training, serving and test dependencies
 
-run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:3000 (DATA=some.csv to train on it; PORT=, S3_PORT=)
-	$(PY) -m infra.local.run $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA),--data $(DATA))
+run: $(STAMP)  ## local S3 + demo models + local API on 127.0.0.1:3000 (DATA=some.csv to train on it; PORT=, S3_PORT=; VERBOSE=1: JSON logs)
+	$(PY) -m infra.local.run $(if $(PORT),--port $(PORT)) $(if $(S3_PORT),--s3-port $(S3_PORT)) $(if $(DATA),--data $(DATA)) $(if $(VERBOSE),--verbose)
 
 lint: $(STAMP)  ## ruff (lint + format check) over the tree, mypy over layers/ and handlers/
 	$(VENV)/bin/ruff check .
@@ -104,7 +105,7 @@ SAM_VENV ?= .venv-sam
 SAM_CLI_VERSION ?= 1.170.0
 SAM_STAMP := $(SAM_VENV)/.installed
 EVENT ?= api-headlines
-FUNCTION ?= api
+FUNCTION ?=
 
 .PHONY: sam-venv invoke
 
@@ -116,8 +117,8 @@ $(SAM_STAMP):
 
 sam-venv: $(SAM_STAMP)  ## the SAM CLI (and the Lambda Runtime Interface Emulator it ships) in .venv-sam
 
-invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=api-headlines|api-articles|api-news|api-models|api-health|s3-batch-in|sqs-batch-chunk (or a JSON file) FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters under the Lambda RIE + awslambdaric, against a running `make run`
-	$(PY) -m infra.local.rie --event $(EVENT) --function $(FUNCTION) $(LOCAL_S3) $(if $(filter batch-%,$(FUNCTION)),--put-example-input)
+invoke: $(STAMP) $(SAM_STAMP)  ## EVENT=api-headlines|api-articles|api-news|api-models|api-health|s3-batch-in|sqs-batch-chunk (or a JSON file with FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters) under the Lambda RIE + awslambdaric, against a running `make run`
+	$(PY) -m infra.local.rie --event $(EVENT) $(if $(FUNCTION),--function $(FUNCTION)) $(LOCAL_S3)
 
 fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000 requests; make test runs fewer)
 	FUZZ_EXAMPLES=500 $(PY) -m pytest -q -s -p no:cacheprovider tests/e2e/test_fuzz.py

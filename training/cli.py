@@ -1,5 +1,4 @@
-"""`python -m training <command>`: prepare, train, distill, sample, publish, set-latest, mirror, detect,
-watermark-keys, pipeline, demo-data.
+"""`python -m training <command>`: newsgen's models from CSV to S3 (`--help` lists the commands).
 
 Errors in the user's input end with one line naming the problem (exit 2), not a traceback.
 """
@@ -7,6 +6,8 @@ Errors in the user's input end with one line naming the problem (exit 2), not a 
 from __future__ import annotations
 
 import argparse
+import copy
+import functools
 import json
 import os
 import sys
@@ -20,9 +21,33 @@ from training.tokenizer import TINY
 TASKS = [task.value for task in Task]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """`--help` shows every option's default, also of options without a help text (an unset option's
+    effect is part of the command: `prepare --min-title-words` drops rows). A default of None or False
+    means "unset" and is not shown, nor is one the help text already describes."""
+
+    def _format_action(self, action: argparse.Action) -> str:
+        shown = action.option_strings and action.default not in (None, False, argparse.SUPPRESS)
+        if shown and "default" not in (action.help or ""):
+            action = copy.copy(action)
+            action.help = f"{action.help or ''} (default: %(default)s)".strip()
+        return super()._format_action(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m training",
+        description="newsgen's models: clean data, train, distil, sample, publish to S3, manage versions.",
+        formatter_class=HelpFormatter,
+    )
+    # The command list in --help is argparse's, built from the subparsers below, so it cannot drift.
+    commands = parser.add_subparsers(
+        dest="command",
+        required=True,
+        title="commands",
+        metavar="<command>",
+        parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter),
+    )
 
     p = commands.add_parser("prepare", help="clean All-the-News CSVs into train/validation JSONL")
     p.add_argument("--input", nargs="+", type=Path, required=True, help="one or more CSV files")
@@ -89,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--prefix", default="models")
     r.add_argument("--task", choices=TASKS, required=True)
     r.add_argument("--version", required=True)
+
+    v = commands.add_parser("versions", help="list a task's published versions (created_at, metrics) and LATEST")
+    v.add_argument("--task", choices=TASKS, required=True)
+    v.add_argument("--bucket", default=os.environ.get("MODEL_BUCKET") or None, help="default: $MODEL_BUCKET")
+    v.add_argument(
+        "--prefix", default=os.environ.get("MODEL_PREFIX") or "models", help="default: $MODEL_PREFIX or models"
+    )
 
     m = commands.add_parser("mirror", help="copy published models into a local directory (to bake into an image)")
     m.add_argument("--bucket", required=True)
@@ -255,6 +287,13 @@ def run(args: argparse.Namespace) -> object:
         previous = artifacts.read_latest(client, bucket=args.bucket, prefix=args.prefix, task=args.task)
         artifacts.set_latest(client, bucket=args.bucket, prefix=args.prefix, task=args.task, version=args.version)
         return {"task": args.task, "latest": args.version, "previous": previous}
+    if args.command == "versions":
+        from newsgen import s3
+        from training.publish import published_versions
+
+        if not args.bucket:
+            raise ValueError("versions: set --bucket or MODEL_BUCKET (make run prints the local one)")
+        return published_versions(s3.client(), bucket=args.bucket, prefix=args.prefix, task=args.task)
     if args.command == "mirror":
         from newsgen import s3
         from training.mirror import mirror

@@ -26,10 +26,12 @@ from training.tokenizer import base_tokenizer
 from training.train import (
     TrainError,
     TrainOptions,
+    check_base,
     check_options,
     data_collator,
     default_learning_rate,
     fit,
+    load_base,
     load_datasets,
     training_arguments,
 )
@@ -92,7 +94,8 @@ def build_student(options: DistillOptions, teacher, tokenizer):
         if not 1 <= layers <= teacher_layers:
             raise TrainError(f"--student-layers must be 1 to {teacher_layers} (the teacher's), not {layers}")
         return student_from_teacher(teacher, layers)
-    student = build_model(options.student_init, tokenizer, seed=options.seed)
+    check_base(options.student_init)
+    student = load_base(options.student_init, build_model, tokenizer, seed=options.seed)
     if options.student_layers and options.student_layers != student.config.n_layer:
         raise TrainError(
             f"--student-layers {options.student_layers}, but --student-init {options.student_init} has "

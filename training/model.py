@@ -2,11 +2,53 @@
 
 from __future__ import annotations
 
+import urllib.error
+import urllib.request
+from pathlib import Path
+
 from newsgen.prompt import SEP
 from training.tokenizer import TINY
 
 # Small enough to train in minutes on a laptop CPU; big enough to learn the prompt format.
 TINY_CONFIG = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 256}
+# How long to wait for the hub before saying it is unreachable: an offline machine otherwise spends most of a
+# minute in the hub client's retries before a raw OSError.
+HUB_PROBE_TIMEOUT_S = 5.0
+OFFLINE_ALTERNATIVES = "use --base tiny (a small GPT-2 trained from scratch, offline) or a local checkpoint directory"
+
+
+class BaseUnavailable(Exception):
+    """--base names a hub model that cannot be had here (offline, hub unreachable, not cached)."""
+
+
+def check_base_available(base: str) -> None:
+    """Fail in seconds, with one line, when --base is a hub name that cannot be loaded here; otherwise do
+    nothing, and from_pretrained loads it as usual (from the hub, or from the local cache)."""
+    if base == TINY or Path(base).expanduser().exists():
+        return
+    if base.startswith((".", "/", "~")):
+        raise BaseUnavailable(f"--base {base}: no such directory")
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(base, "config.json"), str):
+        return  # cached: loads without the hub
+    if constants.HF_HUB_OFFLINE:
+        raise BaseUnavailable(
+            f"--base {base}: HF_HUB_OFFLINE is set and {base} is not in the Hugging Face cache "
+            f"({constants.HF_HUB_CACHE}); {OFFLINE_ALTERNATIVES}"
+        )
+    url = f"{constants.ENDPOINT}/api/models/{base}"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=HUB_PROBE_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        return  # the hub answered (a name it does not know is from_pretrained's to explain)
+    except (OSError, ValueError) as exc:  # URLError, timeouts, refused connections, a malformed HF_ENDPOINT
+        reason = getattr(exc, "reason", None) or exc
+        raise BaseUnavailable(
+            f"--base {base}: the Hugging Face hub ({constants.ENDPOINT}) is unreachable ({reason}) and {base} is "
+            f"not in the local cache; {OFFLINE_ALTERNATIVES}"
+        ) from None
 
 
 def build_model(base: str, tokenizer, *, seed: int = 42):

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from newsgen import artifacts, s3
 from newsgen.artifacts import EXPORTS, Manifest
+from newsgen.errors import NewsgenError
 
 
 def model_card(model_dir: Path, task: str, version: str, report: dict) -> str:
@@ -98,3 +99,34 @@ def publish_model(
                 move_latest=move_latest,
                 progress=bar.update,
             )
+
+
+def published_versions(client, *, bucket: str, prefix: str, task: str) -> dict:
+    """A task's versions in the bucket, oldest first, each with its created_at, export and metrics, and which
+    one LATEST names. A version without a manifest (its publish was interrupted) is listed as incomplete."""
+    try:
+        latest = artifacts.read_latest(client, bucket=bucket, prefix=prefix, task=task)
+    except artifacts.ArtifactNotFound:
+        latest = None
+    found = []
+    for name in artifacts.list_versions(client, bucket=bucket, prefix=prefix, task=task):
+        try:
+            manifest = artifacts.read_manifest(client, bucket=bucket, prefix=prefix, task=task, version=name)
+        except artifacts.ArtifactNotFound:
+            found.append({"version": name, "latest": name == latest, "status": "incomplete (no manifest)"})
+            continue
+        except NewsgenError as exc:  # a manifest this build cannot read: listed, with why
+            found.append({"version": name, "latest": name == latest, "status": f"unreadable: {exc.message}"})
+            continue
+        found.append(
+            {
+                "version": name,
+                "latest": name == latest,
+                "created_at": manifest.created_at,
+                "export": manifest.export,
+                "base_model": manifest.base_model,
+                "metrics": manifest.metrics,
+            }
+        )
+    found.sort(key=lambda entry: (entry.get("created_at") is None, entry.get("created_at") or "", entry["version"]))
+    return {"bucket": bucket, "prefix": prefix, "task": task, "latest": latest, "versions": found}

@@ -19,11 +19,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.dataset import build_dataset, fingerprint
-from training.model import build_model, tuned_generation_config
+from training.model import BaseUnavailable, build_model, check_base_available, tuned_generation_config
 from training.tokenizer import TINY, base_tokenizer
 
 CHECKPOINTS = "checkpoints"
 MAX_LENGTH = {"headline": 64, "article": 256}
+# Training tokens per model parameter under which a run learns the corpus' surface, not the language (`train`
+# warns, `make run` repeats it). From scratch: about 20, the compute-optimal ratio of Hoffmann et al. 2022
+# ("Chinchilla"); a tiny GPT-2 (6.9M parameters, mostly the 50k-token embeddings) would want ~140M tokens.
+# Fine-tuning a pretrained GPT-2 needs far less, since it knows the language and the corpus only teaches style
+# and format: 1 per 100 parameters, a rule of thumb (~0.8M tokens, ~6,000 article openings, for distilgpt2).
+MIN_TOKENS_PER_PARAMETER = {"from scratch": 20.0, "fine-tuned": 0.01}
 
 
 class TrainError(Exception):
@@ -84,13 +90,17 @@ def default_learning_rate(base: str) -> float:
 
 
 def train(options: TrainOptions) -> dict:
+    check_options(options)
+    check_base(options.base)  # before transformers' imports: an unreachable hub is said in seconds
     from transformers import Trainer
 
-    check_options(options)
-    tokenizer = base_tokenizer(options.base)
+    tokenizer = load_base(options.base, base_tokenizer)
     train_set, eval_set = load_datasets(options, tokenizer)
-    model = build_model(options.base, tokenizer, seed=options.seed)
+    model = load_base(options.base, build_model, tokenizer, seed=options.seed)
     model.generation_config = tuned_generation_config(options.task, tokenizer)
+    size_warning = corpus_size_warning(options, train_set, model.num_parameters())
+    if size_warning and int(os.environ.get("RANK", "0")) == 0:
+        print(f"warning: {size_warning}", file=sys.stderr, flush=True)
     trainer = Trainer(
         model=model,
         args=training_arguments(options, options.learning_rate or default_learning_rate(options.base)),
@@ -99,7 +109,39 @@ def train(options: TrainOptions) -> dict:
         data_collator=data_collator(tokenizer),
         processing_class=tokenizer,
     )
-    return fit(trainer, options, base_model=options.base)
+    return fit(trainer, options, base_model=options.base, extra={"data_warning": size_warning})
+
+
+def corpus_size_warning(options: TrainOptions, train_set: list[dict], parameters: int) -> str | None:
+    """A sentence when the training set is too small for the model (MIN_TOKENS_PER_PARAMETER), else None."""
+    tokens = sum(len(example["input_ids"]) for example in train_set)
+    regime = "from scratch" if options.base == TINY else "fine-tuned"
+    needed = MIN_TOKENS_PER_PARAMETER[regime]
+    if tokens >= needed * parameters:
+        return None
+    instead = "more data, or a pretrained --base (distilgpt2, gpt2)" if regime == "from scratch" else "more data"
+    return (
+        f"the {options.task} training set has {tokens:,} tokens for a {parameters / 1e6:.1f}M-parameter model "
+        f"{regime} ({tokens / parameters:.2g} tokens per parameter; about {needed:g} are needed): expect text "
+        f"that imitates the corpus' surface, not fluent news, and a high validation perplexity. Use {instead}."
+    )
+
+
+def check_base(base: str) -> None:
+    """One line, in seconds, when --base is a hub model that cannot be had here (offline, hub unreachable)."""
+    try:
+        check_base_available(base)
+    except BaseUnavailable as exc:
+        raise TrainError(str(exc)) from None
+
+
+def load_base(base: str, load, *args, **kwargs):
+    """`load(base, ...)` (the tokenizer or the model of --base), failing with the first line of the loader's
+    own error (e.g. a hub name that does not exist) instead of a traceback."""
+    try:
+        return load(base, *args, **kwargs)
+    except OSError as exc:  # transformers' "is not a local folder and is not a valid model identifier", ...
+        raise TrainError(f"--base {base}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def check_options(options: TrainOptions) -> None:

@@ -9,14 +9,16 @@ with a real Lambda context (request id, deadline from AWS_LAMBDA_FUNCTION_TIMEOU
     with emulated_function("handlers.api.lambda_handler", env) as invoke:
         response = invoke(event)            # what Lambda would return to API Gateway
 
-`make invoke EVENT=api-headlines FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters` runs the CLI
+`make invoke EVENT=api-headlines [FUNCTION=api|batch-dispatch|batch-worker|batch-dead-letters]` runs the CLI
 below against the local S3 of a running `make run` (the harness's names: models in s3://newsgen-models/models/,
 batch files in s3://newsgen-batch/, chunk queue newsgen-batch-chunks). EVENT is one of the harness's named
-events or a JSON file. Batch events are passed verbatim, so the objects they name must exist there as the
-events describe them: the dispatcher reads an upload only while its ETag is the event's, and a chunk message is
-a byte range of that upload. The named events s3-batch-in and sqs-batch-chunk describe harness.EXAMPLE_INPUT;
-`--put-example-input` puts it there before invoking. Note that `make run`'s own S3/SQS pollers also act on new
-batch/in/ objects (as a separate upload: another job, same output) and on the chunk queue.
+events (each names its function, so FUNCTION may be left out) or a JSON file (FUNCTION needed). Batch events
+are passed verbatim, so the objects they name must exist there as the events describe them: the dispatcher
+reads an upload only while its ETag is the event's, and a chunk message is a byte range of that upload; an
+event naming an object the local S3 lacks (a deployed bucket, say) is refused in one line before anything
+starts. The named events s3-batch-in and sqs-batch-chunk describe harness.EXAMPLE_INPUT, which is put there
+before invoking them. Note that `make run`'s own S3/SQS pollers also act on new batch/in/ objects (as a
+separate upload: another job, same output) and on the chunk queue.
 
 Everything listens on 127.0.0.1 only; the emulator and the runtime are stopped by PID on exit.
 """
@@ -260,10 +262,44 @@ def emulated_function(
         yield invoker
 
 
+def objects_named(event: dict) -> list[tuple[str, str]]:
+    """The (bucket, key) pairs a batch event makes its function read: an S3 notification's objects, a chunk
+    message's upload. Nothing for other events."""
+    named = []
+    for record in event.get("Records", []) if isinstance(event, dict) else []:
+        if not isinstance(record, dict):
+            continue
+        if record.get("eventSource") == "aws:s3":
+            s3 = record.get("s3", {})
+            named.append((s3.get("bucket", {}).get("name", ""), s3.get("object", {}).get("key", "")))
+        elif record.get("eventSource") == "aws:sqs":
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                body = json.loads(record.get("body") or "")
+                named.append((body["bucket"], body["input_key"]))
+    return [(bucket, key) for bucket, key in named if bucket and key]
+
+
+def missing_objects(s3, event: dict) -> list[str]:
+    """s3:// URIs of the objects the event names that the local S3 does not have."""
+    from botocore.exceptions import ClientError
+
+    missing = []
+    for bucket, key in objects_named(event):
+        try:
+            s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NoSuchBucket"):
+                raise
+            missing.append(f"s3://{bucket}/{key}")
+    return missing
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="make invoke", description=__doc__.splitlines()[0])
     parser.add_argument("--event", required=True, help=f"a JSON event file or one of {', '.join(harness.EVENTS)}")
-    parser.add_argument("--function", choices=sorted(harness.LOGICAL_IDS), required=True)
+    parser.add_argument(
+        "--function", choices=sorted(harness.LOGICAL_IDS), default=None, help="default: the named event's"
+    )
     parser.add_argument("--endpoint", default=harness.endpoint(), help="the local S3/SQS of `make run`")
     parser.add_argument("--model-bucket", default=harness.MODEL_BUCKET)
     parser.add_argument("--model-prefix", default=harness.MODEL_PREFIX)
@@ -286,7 +322,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         event = harness.event(args.event)
     except ValueError as exc:
-        parser.error(str(exc))
+        sys.exit(f"error: {exc}")
+    for_function = harness.EVENT_FUNCTIONS.get(args.event)
+    if args.function is None and for_function is None:
+        sys.exit(
+            f"error: EVENT={args.event} is a file: say which function it is for, FUNCTION=<{'|'.join(harness.LOGICAL_IDS)}>"
+        )
+    if args.function and for_function and args.function != for_function:
+        sys.exit(f"error: EVENT={args.event} is an event for FUNCTION={for_function}, not {args.function}")
+    args.function = args.function or for_function
+    example = args.put_example_input or args.event in ("s3-batch-in", "sqs-batch-chunk")
 
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -295,8 +340,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.function == "api":
             clients.s3.head_bucket(Bucket=args.model_bucket)
-        if args.put_example_input:
+        if example:
             clients.s3.put_object(Bucket=harness.BATCH_BUCKET, Key=harness.EXAMPLE_KEY, Body=harness.EXAMPLE_INPUT)
+        if missing := missing_objects(clients.s3, event):
+            sys.exit(
+                f"error: EVENT={args.event} names {', '.join(missing)}, which the local S3 at {args.endpoint} does not "
+                f"have (a deployed bucket?): use EVENT=s3-batch-in (its upload is put there for you), or put your "
+                f"file in s3://{harness.BATCH_BUCKET}/batch/in/ and name that in the event"
+            )
         queue_url = args.queue_url
         if args.function == "batch-dispatch" and not queue_url:
             queue_url = clients.sqs.get_queue_url(QueueName=harness.BATCH_QUEUE)["QueueUrl"]

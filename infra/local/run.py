@@ -2,32 +2,60 @@
 
 Starts a moto S3 server on 127.0.0.1, trains the demo headline and article models the first time (from the
 project's own synthetic corpus, or from DATA=some.csv), publishes them to the local S3 through the real
-publish step, and serves the API handler on http://127.0.0.1:3000. Ctrl-C stops everything it started.
-A second start reuses the trained models (the local S3 is in memory, so they are published again).
+publish step, and serves the API handler on http://127.0.0.1:3000. Ctrl-C (or SIGTERM) stops everything it
+started. A second start reuses the trained models (the local S3 is in memory, so they are published again).
+
+The console shows one line per request (method, path, status, milliseconds); the Lambda log stream (the
+handlers' JSON logs and metrics) and Python's warnings go to <workdir>/run.log, or to the console with
+--verbose (`make run VERBOSE=1`).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
+import io
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
+from typing import TextIO
 
 from infra.local import harness
 
 DEFAULT_WORKDIR = harness.STATE_DIR / "demo"
 # Enough steps for the tiny models to learn the prompt format and the corpus' shape on 2 CPU cores.
 DEMO_STEPS = {"headline": 400, "article": 300}
+# Validation perplexity under which the demo models' text reads as sentences: about as unsure as a choice among
+# 10 tokens per step (the demo corpus gets ~2; the 240-row All-the-News sample ~1,000).
+FLUENT_PERPLEXITY = 10.0
+# What `make run` passes for each option; the messages name these.
+MAKE_VARIABLES = {"port": "PORT", "s3_port": "S3_PORT"}
 
 
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex((host, port)) != 0
+
+
+def port_in_use(host: str, port: int, option: str) -> SystemExit:
+    """The one line a port already taken ends with (exit 2)."""
+    variable = MAKE_VARIABLES[option]
+    what = "the API" if option == "port" else "the local S3"
+    print(
+        f"error: port {port} on {host} ({what}) is already in use — another `make run`? Stop it, or choose "
+        f"another port: make run {variable}={port + 1}",
+        file=sys.stderr,
+    )
+    return SystemExit(2)
 
 
 def source_key(data: Path | None) -> str:
@@ -36,9 +64,11 @@ def source_key(data: Path | None) -> str:
     return "csv-" + hashlib.sha256(data.read_bytes()).hexdigest()[:16]
 
 
-def ensure_models(workdir: Path, data: Path | None, steps: dict[str, int]) -> dict[str, Path]:
+def ensure_models(workdir: Path, data: Path | None, steps: dict[str, int], progress: bool = True) -> dict[str, Path]:
     """Train the demo models unless this workdir already has them for the same data."""
-    from training.cli import main as training
+    from training.demo_corpus import write_demo_csv
+    from training.prepare import prepare
+    from training.train import TrainOptions, train
 
     key = source_key(data)
     models = {task: workdir / key / task for task in steps}
@@ -49,38 +79,31 @@ def ensure_models(workdir: Path, data: Path | None, steps: dict[str, int]) -> di
     if not (prepared / "report.json").is_file():
         csv = data
         if csv is None:
-            csv = workdir / "demo-corpus.csv"
-            training(["demo-data", "--output", str(csv)])
-        training(["prepare", "--input", str(csv), "--output", str(prepared)])
+            csv = write_demo_csv(workdir / "demo-corpus.csv")
+        prepare([csv], prepared, progress=progress)
     for task, path in models.items():
         if (path / "model.safetensors").is_file():
             continue
         started = time.perf_counter()
         print(f"training the demo {task} model ({steps[task]} steps, CPU)…", flush=True)
-        resume = ["--resume"] if any((path / "checkpoints").glob("checkpoint-*")) else []
-        training(
-            [
-                "train",
-                "--task",
-                task,
-                "--data",
-                str(prepared),
-                "--output",
-                str(path),
-                "--base",
-                "tiny",
-                "--max-steps",
-                str(steps[task]),
-                "--eval-steps",
-                "100",
-                "--save-steps",
-                "100",
-                "--batch-size",
-                "16" if task == "headline" else "8",
-                *resume,
-            ]
+        options = TrainOptions(
+            task=task,
+            data=prepared,
+            output=path,
+            base="tiny",
+            max_steps=steps[task],
+            eval_steps=100,
+            save_steps=100,
+            batch_size=16 if task == "headline" else 8,
+            resume=any((path / "checkpoints").glob("checkpoint-*")),
+            progress=progress,
         )
-        print(f"trained {task} in {time.perf_counter() - started:.0f}s", flush=True)
+        report = train(options)
+        print(
+            f"trained {task} in {time.perf_counter() - started:.0f}s "
+            f"(validation perplexity {report['val_perplexity']:,.1f})",
+            flush=True,
+        )
     return models
 
 
@@ -121,45 +144,173 @@ def start_batch(endpoint: str):
     ).start()
 
 
+class QuietConsole(io.TextIOBase):
+    """stdout of a quiet `make run`: JSON lines (the Lambda log stream: powertools' logs and EMF metrics) go
+    to the log file, everything else to the terminal. Lines are assembled per thread, since print() writes
+    the text and its newline separately and requests are served on many threads."""
+
+    def __init__(self, terminal: TextIO, log: TextIO):
+        self.terminal, self.log = terminal, log
+        self._lock = threading.Lock()
+        self._pending = threading.local()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        buffered = getattr(self._pending, "text", "") + text
+        *lines, self._pending.text = buffered.split("\n")
+        if lines:
+            with self._lock:
+                for line in lines:
+                    (self.log if line.lstrip().startswith("{") else self.terminal).write(line + "\n")
+                self.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.terminal.flush()
+        self.log.flush()
+
+
+def quiet_console(log_path: Path) -> TextIO:
+    """Route the Lambda log stream and Python's warnings to `log_path`; returns the log file."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "a", buffering=1, encoding="utf-8")  # open for the process's life
+    sys.stdout = QuietConsole(sys.stdout, log)
+
+    def to_log(message, category, filename, lineno, file=None, line=None):
+        log.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    warnings.showwarning = to_log
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # its advice on generation flags, not ours to act on
+    return log
+
+
+def training_cli_help(endpoint: str, models: dict[str, Path], versions: dict[str, str]) -> str:
+    """How to use the training CLI against this local S3: the environment and commands to paste."""
+
+    def shown(path: Path) -> str:
+        with contextlib.suppress(ValueError):
+            return str(path.resolve().relative_to(Path.cwd()))
+        return str(path)
+
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        **harness.CREDENTIALS,
+        "MODEL_BUCKET": harness.MODEL_BUCKET,
+        "MODEL_PREFIX": harness.MODEL_PREFIX,
+    }
+    python = shlex.quote(sys.executable if not Path(".venv/bin/python").is_file() else ".venv/bin/python")
+    target = f"--bucket {harness.MODEL_BUCKET} --prefix {harness.MODEL_PREFIX} --task headline"
+    return (
+        "the training CLI against this S3 (in another shell; its credentials are dummies, nothing goes to AWS):\n"
+        f"  export {' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())}\n"
+        f"  {python} -m training versions --task headline\n"
+        f"  {python} -m training publish --model {shlex.quote(shown(models['headline']))} {target} --version my-v2\n"
+        f"  {python} -m training set-latest {target} --version {versions['headline']}    (roll back)\n"
+        f"  LATEST is re-read every {harness.LOCAL_SETTINGS['LATEST_TTL_SECONDS']} s here: a publish shows in "
+        "/v1/models at once.\n"
+    )
+
+
+def quality_note(models: dict[str, Path], data: Path | None) -> str:
+    """What to expect of the demo models, from their training reports."""
+    reports = {task: json.loads((path / "training_report.json").read_text()) for task, path in models.items()}
+    perplexities = ", ".join(f"{task} {r['val_perplexity']:,.1f}" for task, r in reports.items())
+    parameters = max(r.get("parameters", 0) for r in reports.values()) / 1e6
+    source = "the synthetic demo corpus (sentences from templates)" if data is None else data.name
+    if max(r["val_perplexity"] for r in reports.values()) < FLUENT_PERPLEXITY:
+        expect = "they recombine its phrases into plausible-looking, invented news"
+    else:
+        expect = "they write word salad in the style of news, not readable text"
+    note = (
+        f"demo models: {parameters:.1f}M-parameter GPT-2s trained from scratch in minutes on {source}; "
+        f"validation perplexity {perplexities}: {expect}. It is all fake news.\n"
+    )
+    for report in reports.values():
+        if report.get("data_warning"):
+            note += f"warning: {report['data_warning']}\n"
+    return note
+
+
 def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> None:
+    # First of all: Ctrl-C or SIGTERM (from `kill`, or make's parent) at any point, also while starting, ends in
+    # the clean-up below. Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
+    code = 0
+    try:
+        serve_until_stopped(argv)
+    except KeyboardInterrupt:  # before anything was started
+        pass
+    except SystemExit as exc:  # a usage error or a port in use, already said
+        code = exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 1
+        if isinstance(exc.code, str):
+            print(exc.code, file=sys.stderr)
+    # Everything it started is stopped by now. Skip the interpreter's finalisation: a daemon thread still inside
+    # torch (the init-phase preload, a request being answered) makes it abort there, now and then, with
+    # "terminate called without an active exception" and SIGABRT instead of a clean exit.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def serve_until_stopped(argv: list[str] | None) -> None:
     parser = argparse.ArgumentParser(prog="make run", description="newsgen on this machine: local S3 + local API")
     parser.add_argument("--data", type=Path, default=None, help="an All-the-News CSV (default: the demo corpus)")
     parser.add_argument("--host", default=harness.HOST)
-    parser.add_argument("--port", type=int, default=harness.API_PORT)
-    parser.add_argument("--s3-port", type=int, default=harness.S3_PORT)
+    parser.add_argument("--port", type=int, default=harness.API_PORT, help="0: a free one")
+    parser.add_argument("--s3-port", type=int, default=harness.S3_PORT, help="0: a free one")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
+    parser.add_argument("--watermark-keys", type=Path, default=harness.WATERMARK_KEYS, help="made on first use")
+    parser.add_argument("--verbose", action="store_true", help="the handlers' JSON logs and warnings on the console")
     args = parser.parse_args(argv)
     if args.data is not None and not args.data.is_file():
         parser.error(f"DATA={args.data}: no such file")
-    for port in (args.port, args.s3_port):
-        if not port_free(args.host, port):
-            parser.error(f"port {port} on {args.host} is in use; stop what uses it or pass another port")
+    for option in ("port", "s3_port"):
+        port = getattr(args, option)
+        if port and not port_free(args.host, port):
+            raise port_in_use(args.host, port, option)
+    log_path = args.workdir / "run.log"
+    if not args.verbose:
+        quiet_console(log_path)
 
     started = time.perf_counter()
-    s3_server, endpoint = harness.start_s3(args.s3_port, args.host)
+    try:
+        s3_server, endpoint = harness.start_s3(args.s3_port, args.host)
+    except OSError as exc:  # taken between the check and the bind
+        if exc.errno == errno.EADDRINUSE:
+            raise port_in_use(args.host, args.s3_port, "s3_port") from None
+        raise
     api_server = pollers = None
-    # SIGTERM (from `kill`, or make's parent) stops as cleanly as Ctrl-C.
-    # Installed explicitly: a shell that starts us in the background leaves SIGINT ignored.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         print(f"local S3 on {endpoint}", flush=True)
-        models = ensure_models(args.workdir, args.data, DEMO_STEPS)
+        models = ensure_models(args.workdir, args.data, DEMO_STEPS, progress=args.verbose)
         versions = publish(models)
         print(f"published to s3://{harness.MODEL_BUCKET}/{harness.MODEL_PREFIX}/: {versions}", flush=True)
         os.environ.update(
-            harness.function_env("api", endpoint, cache_dir=(args.workdir / "cache").resolve()),
+            harness.function_env(
+                "api",
+                endpoint,
+                cache_dir=(args.workdir / "cache").resolve(),
+                watermark_keys_file=args.watermark_keys.resolve(),
+            ),
             POWERTOOLS_SERVICE_NAME="newsgen-local",
         )
         from infra.local.server import serve
 
-        api_server = serve(args.host, args.port)  # imports the handler, which loads both models (init phase)
+        try:
+            api_server = serve(args.host, args.port)  # imports the handler, which loads both models (init phase)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise port_in_use(args.host, args.port, "port") from None
+            raise
         pollers = start_batch(endpoint)
-        url = f"http://{args.host}:{args.port}"
+        url = f"http://{args.host}:{api_server.server_address[1]}"
         print(
             f"\nnewsgen is up in {time.perf_counter() - started:.0f}s: {url}  (Ctrl-C stops it)\n"
             f"  curl -s -XPOST {url}/v1/headlines -d '{{\"n\":2}}'\n"
@@ -167,13 +318,24 @@ def main(argv: list[str] | None = None) -> None:
             f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"
             f'  curl -s -XPOST {url}/v1/detect -d \'{{"text":"…a generated article…"}}\'    (is it watermarked?)\n'
             f"  curl -s {url}/v1/models    ·    spec: {url}/openapi.json    ·    docs: {url}/docs\n"
-            f"  make batch FILE=prompts.jsonl    (drops it into s3://{harness.BATCH_BUCKET}/batch/in/)\n",
+            f"  make batch FILE=prompts.jsonl    (drops it into s3://{harness.BATCH_BUCKET}/batch/in/)\n"
+            + quality_note(models, args.data)
+            + training_cli_help(endpoint, models, versions)
+            + ("" if args.verbose else f"logs: {log_path} (JSON lines; make run VERBOSE=1 shows them here)\n"),
             flush=True,
         )
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         print("\nstopping…", flush=True)
+    except Exception as exc:
+        from training.prepare import PrepareError
+        from training.train import TrainError
+
+        if not isinstance(exc, (TrainError, PrepareError)):  # a problem with DATA: said in one line
+            raise
+        print(f"error: {getattr(exc, 'message', None) or exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     finally:
         # A second Ctrl-C must not cut the clean-up short and leave a server behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -184,7 +346,7 @@ def main(argv: list[str] | None = None) -> None:
             api_server.shutdown()
             api_server.server_close()
         s3_server.stop()
-    sys.exit(0)
+        print("stopped", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,10 +26,14 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
         protocol_version = "HTTP/1.1"
         server_version = "newsgen-local"
 
-        def log_message(self, fmt, *args):  # one line per request, without the body
+        def log_request(self, code="-", size="-"):  # said once the answer is sent, with its time (_dispatch)
+            pass
+
+        def log_message(self, fmt, *args):  # http.server's own errors (a malformed request line, ...)
             print(f"{self.address_string()} {fmt % args}", flush=True)
 
         def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+            self.status = status
             self.send_response(status)
             for key, value in headers.items():
                 if key.lower() not in ("content-length", "connection"):
@@ -42,6 +47,14 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
             self._send(status, body, {"Content-Type": "application/json"})
 
         def _dispatch(self) -> None:
+            started, self.status = time.perf_counter(), 0
+            try:
+                self._answer()
+            finally:  # one line per request: method, path, status, milliseconds (no body, no query values)
+                milliseconds = (time.perf_counter() - started) * 1000
+                print(f"{self.command} {self.path.split('?')[0]} {self.status} {milliseconds:.0f} ms", flush=True)
+
+        def _answer(self) -> None:
             length = self.headers.get("Content-Length")
             try:
                 size = int(length) if length else 0

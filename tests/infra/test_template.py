@@ -402,7 +402,13 @@ def test_image_requirements_pin_every_serving_dependency():
 def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
     dockerfile = (ROOT / "infra/lambda/Dockerfile").read_text()
     assert "public.ecr.aws/lambda/python:3.12" in dockerfile
-    assert "download.pytorch.org/whl/cpu" in dockerfile
+    assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in dockerfile
+    # Online, torch comes from the CPU index alone (an extra index lets pip choose PyPI's CUDA build), and the
+    # rest from PyPI without torch; offline, everything from the wheelhouse.
+    assert "--extra-index-url" not in dockerfile
+    assert "--index-url ${TORCH_INDEX_URL} \"$(grep -E '^torch==' /tmp/build/requirements.txt)\"" in dockerfile
+    assert "grep -vE '^torch==' /tmp/build/requirements.txt > /tmp/build/without-torch.txt" in dockerfile
+    assert "--no-index --find-links /tmp/build -r /tmp/build/requirements.txt" in dockerfile
     assert (
         dockerfile.index("requirements.txt") < dockerfile.index("COPY --from=deps") < dockerfile.index("COPY handlers")
     )

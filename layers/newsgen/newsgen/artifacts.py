@@ -347,6 +347,16 @@ def read_latest(s3, *, bucket: str, prefix: str, task: str) -> str:
     return checked_version(body.decode("utf-8", errors="replace").strip(), f"s3://{bucket}/{key} names")
 
 
+def list_versions(s3, *, bucket: str, prefix: str, task: str) -> list[str]:
+    """The version names under a task's prefix: every claimed version, published or not (a publish that was
+    interrupted has a claim but no manifest)."""
+    base = task_prefix(prefix, task) + "/"
+    names = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base, Delimiter="/"):
+        names += [entry["Prefix"][len(base) :].rstrip("/") for entry in page.get("CommonPrefixes", [])]
+    return names
+
+
 def read_manifest(s3, *, bucket: str, prefix: str, task: str, version: str) -> Manifest:
     checked_version(version, f"{task} version")
     key = version_prefix(prefix, task, version) + MANIFEST_NAME
