@@ -21,6 +21,7 @@ import dataclasses
 import functools
 import json
 import types
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -109,20 +110,24 @@ class GPT2:
         def linear(name):
             return _packed(tensors, name) if int8 else (take(f"{name}.weight"), take(f"{name}.bias"))
 
-        self.layers = [
-            (
-                *(take(f"h.{i}.{norm}.{p}") for norm in ("ln_1", "ln_2") for p in ("weight", "bias")),
-                *(linear(f"h.{i}.{name}") for name in LINEARS),
-            )
-            for i in range(config.n_layer)
-        ]
-        if int8:
-            self.lm_head = _packed(tensors, "lm_head")
-        elif config.tie_word_embeddings:  # as transformers ties them, whatever lm_head.weight a file holds
-            self.lm_head = self.wte
-            tensors.pop("lm_head.weight", None)
-        else:
-            self.lm_head = take("lm_head.weight")
+        with ThreadPoolExecutor(1, thread_name_prefix="newsgen-pack") as pool:
+            if int8:  # the biggest matrix: packed on a second core while this one packs the layers (cold start)
+                head = {f"lm_head.{suffix}": take(f"lm_head.{suffix}") for suffix in INT8_SUFFIXES}
+                packing = pool.submit(_packed, head, "lm_head")
+            self.layers = [
+                (
+                    *(take(f"h.{i}.{norm}.{p}") for norm in ("ln_1", "ln_2") for p in ("weight", "bias")),
+                    *(linear(f"h.{i}.{name}") for name in LINEARS),
+                )
+                for i in range(config.n_layer)
+            ]
+            if int8:
+                self.lm_head = packing.result()
+            elif config.tie_word_embeddings:  # as transformers ties them, whatever lm_head.weight a file holds
+                self.lm_head = self.wte
+                tensors.pop("lm_head.weight", None)
+            else:
+                self.lm_head = take("lm_head.weight")
         if tensors:
             raise ValueError(f"weights this GPT-2 config does not use: {sorted(tensors)[:5]}")
         head_dim = config.n_embd // config.n_head

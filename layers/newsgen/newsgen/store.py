@@ -16,7 +16,9 @@ import shutil
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +95,29 @@ def verify_directory(path: Path, manifest: Manifest) -> None:
     for file in path.rglob("*"):
         if file.name.lower().endswith(artifacts.UNSAFE_SUFFIXES):
             raise UnsafeArtifact(f"{file.name} is a pickle-based checkpoint; only safetensors weights are loaded")
+
+
+FETCH_THREADS = 4
+CHUNK_BYTES = 8 * 1024 * 1024
+
+
+def _stream(body, handle) -> tuple[Any, int]:
+    """Copy a response body to a file and sha256 it, the three overlapped: while chunk i is written and
+    hashed (each on its own thread; both release the GIL) chunk i + 1 is read from the socket. At most a few
+    chunks are held. Returns (digest, size)."""
+    digest, size = hashlib.sha256(), 0
+    with ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(1) as hasher:
+        pending: deque = deque()
+        for chunk in body.iter_chunks(chunk_size=CHUNK_BYTES):
+            size += len(chunk)
+            pending.append((writer.submit(handle.write, chunk), hasher.submit(digest.update, chunk)))
+            while len(pending) > 2:
+                for done in pending.popleft():
+                    done.result()
+        for futures in pending:
+            for done in futures:
+                done.result()
+    return digest, size
 
 
 def load_model_dir(
@@ -326,9 +351,15 @@ class ModelStore:
         base = artifacts.version_prefix(self.prefix, manifest.task, manifest.version)
         try:
             for entry in manifest.files:
-                target = partial / entry.path
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self._fetch_file(base + entry.path, target, entry, manifest)
+                (partial / entry.path).parent.mkdir(parents=True, exist_ok=True)
+            # The small files (config, tokenizer …) come in while the weights stream: largest first.
+            files = sorted(manifest.files, key=lambda entry: -entry.size)
+            with ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="newsgen-fetch") as pool:
+                for fetched in [
+                    pool.submit(self._fetch_file, base + entry.path, partial / entry.path, entry, manifest)
+                    for entry in files
+                ]:
+                    fetched.result()
             try:
                 partial.rename(final)
             except OSError:
@@ -346,14 +377,10 @@ class ModelStore:
         """One GET per file, hashed while it is written: no second pass over the bytes to verify them, and
         no ranged parts (moto serves those slowly; on S3 a 300 MB checkpoint streams in about a second)."""
         for attempt in range(1, attempts + 1):
-            digest, size = hashlib.sha256(), 0
             try:
                 body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
                 with open(target, "wb") as handle:
-                    for chunk in body.iter_chunks(chunk_size=8 * 1024 * 1024):
-                        handle.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
+                    digest, size = _stream(body, handle)
                 break
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
