@@ -9,6 +9,7 @@ no rule of its Content-Security-Policy. Screenshots (desktop 1280 px, phone 375 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import urllib.request
@@ -47,7 +48,7 @@ def ensure_chromium() -> Path:
             command,
             capture_output=True,
             text=True,
-            env={"DEBIAN_FRONTEND": "noninteractive", "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
         )
         if command[1] == "install" and done.returncode == 0 and CHROMIUM.is_file():
             return CHROMIUM
