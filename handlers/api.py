@@ -1,7 +1,8 @@
 """API Gateway (REST, proxy integration) entry point: parse → newsgen.service → response.
 
-Routes: POST /v1/headlines, /v1/articles, /v1/news; GET /v1/models, /health; the OpenAPI spec at
-/openapi.json and Swagger UI at /docs. Every error is JSON {error, error_type, ...}; none carries a trace.
+Routes: POST /v1/headlines, /v1/articles, /v1/news, /v1/detect; GET /v1/models, /health; the OpenAPI spec at
+/openapi.json, Swagger UI at /docs and the playground page at / (handlers/playground/). Every error is JSON
+{error, error_type, ...}; none carries a trace.
 """
 
 import base64
@@ -10,6 +11,7 @@ import functools
 import json
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -216,12 +218,70 @@ def public_failure(exc: NewsgenError, rid: str | None) -> tuple[str, dict]:
     return f"{exc.public_message()}{cause}; retry {when}, and quote request id {rid} if it persists", details
 
 
+# --- the playground: one static page for people, served by this function (no CDN, no build step) ----------
+PLAYGROUND = Path(__file__).with_name("playground")
+# path → (file, content type). The page names its files relatively (playground/app.js), so that it works under
+# a stage prefix (/prod/) as well as at the root of `make run`.
+PAGE_FILES = {
+    "/": ("index.html", "text/html; charset=utf-8"),
+    "/playground/app.js": ("app.js", "text/javascript; charset=utf-8"),
+    "/playground/style.css": ("style.css", "text/css; charset=utf-8"),
+}
+OPENAPI_PATH = "/openapi.json"
+# The GETs a browser makes before it can send an API key (a navigation cannot): template.yaml opens exactly
+# these paths in every ApiAuthMode (tests/infra/test_template.py compares). They generate nothing.
+PUBLIC_PATHS = (*PAGE_FILES, OPENAPI_PATH)
+# No inline script or style, nothing from elsewhere, no framing; Trusted Types make any HTML sink (innerHTML …)
+# an error, so generated text can only reach the page as text.
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'; "
+    "require-trusted-types-for 'script'; trusted-types 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cache-Control": "no-cache",
+}
+
+
+def static_file(path: str, name: str, content_type: str) -> None:
+    body = (PLAYGROUND / name).read_text(encoding="utf-8")  # at init: an image without its page fails at once
+
+    def serve():  # no return annotation: validation would try to make a pydantic model of Response
+        gateway_path = (app.current_event.raw_event.get("requestContext") or {}).get("path") or ""
+        if path == "/" and gateway_path and not gateway_path.endswith("/"):
+            # https://…/prod must become …/prod/, or the page's relative URLs would miss the stage.
+            return Response(status_code=308, headers={"Location": gateway_path + "/"}, body="")
+        return Response(status_code=200, content_type=content_type, body=body, headers=PAGE_SECURITY_HEADERS)
+
+    serve.__name__ = f"page_{name.replace('.', '_')}"
+    app.get(path, include_in_schema=False)(serve)
+
+
+for _path, (_name, _type) in PAGE_FILES.items():
+    static_file(_path, _name, _type)
+
+
+@app.get(OPENAPI_PATH, include_in_schema=False)
+def openapi_spec():
+    """The spec, for tools and for the playground, which reads the API's limits from it."""
+    return Response(status_code=200, content_type=content_types.APPLICATION_JSON, body=openapi_json())
+
+
+@functools.cache
+def openapi_json() -> str:
+    return app.get_openapi_json_schema()
+
+
 @functools.cache
 def route_methods() -> dict[str, str]:
-    """path → the methods the routes above answer on it: the route table is the decorators."""
+    """path → the methods the routes above answer on it: the route table is the decorators (and the pages,
+    which the spec leaves out)."""
     methods = ("get", "put", "post", "delete", "patch")
     paths = app.get_openapi_schema().paths or {}
-    return {path: ", ".join(m.upper() for m in methods if getattr(item, m, None)) for path, item in paths.items()}
+    table = {path: ", ".join(m.upper() for m in methods if getattr(item, m, None)) for path, item in paths.items()}
+    return {**table, **dict.fromkeys(PUBLIC_PATHS, "GET")}
 
 
 @app.not_found

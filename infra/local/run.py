@@ -313,6 +313,7 @@ def serve_until_stopped(argv: list[str] | None) -> None:
         url = f"http://{args.host}:{api_server.server_address[1]}"
         print(
             f"\nnewsgen is up in {time.perf_counter() - started:.0f}s: {url}  (Ctrl-C stops it)\n"
+            f"  playground (in a browser): {url}/\n"
             f"  curl -s -XPOST {url}/v1/headlines -d '{{\"n\":2}}'\n"
             f'  curl -s -XPOST {url}/v1/articles -d \'{{"headline":"City council approves a new harbor ferry line after a long debate"}}\'\n'
             f"  curl -s -XPOST {url}/v1/news -d '{{\"n\":2}}'\n"

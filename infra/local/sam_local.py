@@ -7,8 +7,8 @@ Everything it starts (processes, containers, dockerd) is stopped at exit, on fai
 infra/lambda/Dockerfile names is pulled; only when it cannot be (no public registry here) does the stand-in of
 infra/lambda/standin/ take its name, as a FALLBACK. The image installs from a wheelhouse (a cache), so that its
 build needs no network. Checks: the API and the batch worker invoked (200 with generated headlines, cold; the
-harness' example chunk: no batchItemFailures, the job `complete`), start-api cold and warm, the image size, and
-the image with the demo models baked in, run with --network none.
+harness' example chunk: no batchItemFailures, the job `complete`), start-api cold and warm (and the playground
+page at /), the image size, and the image with the demo models baked in, run with --network none.
 Settings (environment): SAM_LOCAL_DIR (.newsgen/sam-local), SAM_VENV (.venv-sam), S3_PORT (harness.S3_PORT if
 free), API_PORT (a free one), SAM_LOCAL_SKIP_API=1, SAM_LOCAL_REBUILD_BASE=1 (the stand-in and its rootfs).
 """
@@ -456,6 +456,9 @@ def start_api(run: Run) -> None:
     status, body = request(url + "/health")
     print(f"GET /health: HTTP {status} {body}")
     expect(status == 200, f"{status} {body}")
+    status, body = request(url + "/")  # the playground: the root is its own route (template.yaml's Root event)
+    print(f"GET /: HTTP {status}, {len(body)} characters")
+    expect(status == 200 and 'src="playground/app.js"' in body, f"{status} {body[:300]}")
     run.stop(api, "sam local start-api", 30)
     run.note(f"start-api {event['httpMethod']} {event['path']}: 200 cold {took['cold']:.1f}s, warm {took['warm']:.1f}s")
 

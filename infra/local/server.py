@@ -1,7 +1,6 @@
 """A plain local HTTP server in front of the API handler: each HTTP request becomes an API Gateway REST proxy
-event, the same `lambda_handler` answers it, and the proxy response becomes the HTTP response.
-
-Also serves /openapi.json (generated from the routes) so that tools can read the spec.
+event, the same `lambda_handler` answers it, and the proxy response becomes the HTTP response. Everything,
+the spec at /openapi.json and the playground page at / included, is the handler's answer.
 """
 
 from __future__ import annotations
@@ -21,7 +20,7 @@ from newsgen.errors import error_body
 GATEWAY_MAX_BODY = 10 * 1024 * 1024
 
 
-def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callable[[], str]):
+def make_handler(lambda_handler: Callable[[dict, object], dict]):
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "newsgen-local"
@@ -64,8 +63,6 @@ def make_handler(lambda_handler: Callable[[dict, object], dict], openapi: Callab
                 self.close_connection = True
                 return self._error(413, f"body of {size} bytes is over the gateway's limit", "payload_too_large")
             body = self.rfile.read(size) if size else None
-            if self.path.split("?")[0] == "/openapi.json" and self.command == "GET":
-                return self._send(200, openapi().encode(), {"Content-Type": "application/json"})
             request_id = str(uuid.uuid4())
             context = LambdaContext.of("api", aws_request_id=request_id)
             headers = dict(self.headers.items())
@@ -96,7 +93,7 @@ def serve(host: str = HOST, port: int = API_PORT) -> ThreadingHTTPServer:
     """Start the server on a background thread and return it (call .shutdown() to stop)."""
     from handlers import api
 
-    server = ThreadingHTTPServer((host, port), make_handler(api.lambda_handler, api.app.get_openapi_json_schema))
+    server = ThreadingHTTPServer((host, port), make_handler(api.lambda_handler))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="newsgen-local-api", daemon=True).start()
     return server

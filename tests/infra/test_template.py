@@ -160,14 +160,23 @@ def monkeypatch_module():
     ],
 )
 def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_plan):
+    from handlers.api import PUBLIC_PATHS
+
     stack = deployed(transformed, {"ApiAuthMode": mode})
     out = stack["Resources"]
     body = out["NewsApi"]["Properties"]["Body"]
     operations = {(method, path): op for path, methods in body["paths"].items() for method, op in methods.items()}
-    # One proxy route: every path and method reaches the function, whose router is the route table.
-    assert set(operations) == {(ANY_METHOD, PROXY)}
+    # One proxy route: every path and method reaches the function, whose router is the route table; beside
+    # it, the playground's page, files and spec, open in every mode (a browser's navigation sends no key).
+    assert set(operations) == {(ANY_METHOD, PROXY)} | {(ANY_METHOD, path) for path in PUBLIC_PATHS}
+    permissions = [
+        r["Properties"]
+        for r in out.values()
+        if r["Type"] == "AWS::Lambda::Permission" and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
+    ]
+    assert permissions and all(p["FunctionName"] == {"Ref": "ApiFunctionAliaslive"} for p in permissions)
     for route, operation in operations.items():
-        assert operation["security"] == security, route
+        assert operation["security"] == (security if route[1] == PROXY else []), route
         assert all(name in body["securityDefinitions"] for entry in security for name in entry)
         integration = operation["x-amazon-apigateway-integration"]
         assert integration["type"] == "aws_proxy" and references(integration["uri"]) == {
@@ -175,14 +184,10 @@ def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_p
             "AWS::Region",
             "ApiFunctionAliaslive",
         }
-        permission = next(
-            r["Properties"]
-            for r in out.values()
-            if r["Type"] == "AWS::Lambda::Permission"
-            and r["Properties"]["Principal"] == "apigateway.amazonaws.com"
-            and r["Properties"]["SourceArn"]["Fn::Sub"][0].endswith("/*/*")  # any method, any path
-        )
-        assert permission["FunctionName"] == {"Ref": "ApiFunctionAliaslive"}
+    # API Gateway may invoke the function for every route, the root included (a proxy path does not match it).
+    for path in (*PUBLIC_PATHS, "/v1/headlines", "/v1/models"):
+        for method in ("GET", "POST"):
+            assert any(invokes(p["SourceArn"], method, path) for p in permissions), (method, path)
     plans = [r for r in out.values() if r["Type"] == "AWS::ApiGateway::UsagePlan"]
     assert bool(plans) == usage_plan and ("ApiKeyCommand" in stack["Outputs"]) == usage_plan
     if usage_plan:
@@ -191,6 +196,26 @@ def test_api_auth_mode_switches_every_route(transformed, mode, security, usage_p
     known = set(out) | set(stack["Parameters"]) | PSEUDO_PARAMETERS
     for name, body in {**out, **stack["Outputs"]}.items():
         assert references(body) <= known, (name, references(body) - known)
+
+
+def invokes(source_arn: dict, method: str, path: str) -> bool:
+    """Whether a Lambda permission's SourceArn (SAM's Fn::Sub) covers an API Gateway request: IAM's `*`
+    matches any run of characters, `/` included, as fnmatch's does."""
+    text, names = source_arn["Fn::Sub"]
+    assert set(names) == {"__ApiId__", "__Stage__"}, names
+    pattern = text.replace("${__ApiId__}", "api123").replace("${__Stage__}", names["__Stage__"])
+    pattern = pattern.replace("${AWS::Region}", "us-east-1").replace("${AWS::AccountId}", "123456789012")
+    return fnmatch.fnmatchcase(f"arn:aws:execute-api:us-east-1:123456789012:api123/prod/{method}{path}", pattern)
+
+
+def test_the_permission_check_tells_routes_apart():
+    root_only = {
+        "Fn::Sub": [
+            "arn:aws:execute-api:${AWS::Region}:${AWS::AccountId}:${__ApiId__}/${__Stage__}/*/",
+            {"__ApiId__": {"Ref": "NewsApi"}, "__Stage__": "*"},
+        ]
+    }
+    assert invokes(root_only, "GET", "/") and not invokes(root_only, "GET", "/v1/models")
 
 
 @pytest.mark.parametrize("value, reserved", [("", False), ("0", False), ("5", True)])
@@ -340,7 +365,7 @@ def test_api_timeouts_auth_and_throttling(template):
     assert template["Parameters"]["ApiAuthMode"]["Default"] == "API_KEY"  # safe by default
     assert gateway["MethodSettings"][0]["ThrottlingRateLimit"]
     routes = {(e["Properties"]["Method"], e["Properties"]["Path"]) for e in api["Events"].values()}
-    assert routes == {("any", PROXY)}
+    assert routes == {("any", PROXY), ("any", "/")}  # the root: for `sam local start-api`, which reads events
 
 
 def test_traces_capture_no_responses_or_errors_by_default(transformed):
@@ -419,6 +444,35 @@ def test_dockerfile_uses_the_lambda_base_and_cpu_torch():
     assert [p.name for p in (ROOT / "infra/lambda/no-models").iterdir()] == ["README.md"]
     ignored = (ROOT / ".dockerignore").read_text().splitlines()
     assert {"!infra/lambda/no-models/", "!infra/lambda/baked/"} <= set(ignored)
+
+
+def test_the_image_and_the_package_ship_the_playground():
+    """The page is served from the function: its files are under handlers/, which the image copies whole and
+    the build context (.dockerignore, last matching pattern wins) lets through."""
+    import tomllib
+
+    from handlers.api import PAGE_FILES, PLAYGROUND
+
+    dockerfile = (ROOT / "infra/lambda/Dockerfile").read_text()
+    assert "COPY handlers ${LAMBDA_TASK_ROOT}/handlers" in dockerfile
+    patterns = [p.strip() for p in (ROOT / ".dockerignore").read_text().splitlines() if p.strip()]
+    patterns = [p for p in patterns if not p.startswith("#")]
+
+    def ignored(path: str) -> bool:
+        verdict = False
+        for pattern in patterns:
+            negated, glob = pattern.startswith("!"), pattern.lstrip("!").rstrip("/")
+            parents = [path, *("/".join(path.split("/")[:i]) for i in range(1, path.count("/") + 1))]
+            if any(fnmatch.fnmatchcase(candidate, glob) for candidate in parents):
+                verdict = not negated
+        return verdict
+
+    assert ignored("tests/conftest.py") and not ignored("handlers/api.py")  # the matcher reads the file right
+    for name, _ in PAGE_FILES.values():
+        path = (PLAYGROUND / name).relative_to(ROOT).as_posix()
+        assert (ROOT / path).is_file() and path.startswith("handlers/") and not ignored(path), path
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert "playground/*" in package_data["handlers"]
 
 
 def test_samconfig_overrides_name_template_parameters(template):

@@ -333,3 +333,85 @@ def test_openapi_file_is_in_sync_with_the_routes():
     assert committed == json.loads(module.app.get_openapi_json_schema()), (
         "run `make openapi` and commit docs/openapi.json"
     )
+
+
+# --- the playground page (handlers/playground/), served by the same function -----------------------------
+def page_response(method: str, path: str, gateway_path: str | None = None) -> dict:
+    """`gateway_path`: the path as the client asked for it (API Gateway's requestContext.path: stage included)."""
+    from handlers import api as module
+
+    event = api_event(method, path, headers={"Accept": "text/html"})
+    if gateway_path is not None:
+        event["requestContext"]["path"] = gateway_path
+    return module.lambda_handler(event, LambdaContext())
+
+
+def header(response: dict, name: str) -> str:
+    headers = {k.lower(): v for k, v in (response.get("headers") or {}).items()}
+    headers.update({k.lower(): ", ".join(v) for k, v in (response.get("multiValueHeaders") or {}).items()})
+    return headers.get(name.lower(), "")
+
+
+@pytest.mark.parametrize(
+    "path, content_type",
+    [("/", "text/html"), ("/playground/app.js", "text/javascript"), ("/playground/style.css", "text/css")],
+)
+def test_playground_files_are_served_with_their_type_and_a_strict_policy(path, content_type):
+    response = page_response("GET", path)
+    assert response["statusCode"] == 200, response["body"][:300]
+    assert header(response, "Content-Type") == f"{content_type}; charset=utf-8"
+    assert header(response, "X-Content-Type-Options") == "nosniff"
+    directives = (part.strip().split(" ", 1) for part in header(response, "Content-Security-Policy").split(";"))
+    policy = {words[0]: words[1] if len(words) > 1 else "" for words in directives}
+    assert policy["default-src"] == "'none'" and policy["frame-ancestors"] == "'none'"
+    assert policy["script-src"] == policy["style-src"] == policy["connect-src"] == "'self'"  # no inline, no CDN
+    assert policy["require-trusted-types-for"] == "'script'"  # an innerHTML assignment throws
+    assert response["body"].strip()
+
+
+def test_the_page_has_no_inline_script_or_style_and_names_its_files_relatively():
+    import re
+
+    html = page_response("GET", "/")["body"]
+    assert re.findall(r"<script\b[^>]*>", html) == ['<script src="playground/app.js" defer>']
+    assert "<style" not in html and not re.search(r"\sstyle=", html)
+    assert not re.search(r"\son[a-z]+=", html)  # no inline event handlers
+    assert not re.search(r'(src|href)="/', html)  # relative: the page also works under a stage (/prod/)
+    assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing from elsewhere: works offline
+
+
+def test_the_page_script_writes_no_html():
+    from handlers.api import PLAYGROUND
+
+    script = (PLAYGROUND / "app.js").read_text()
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script, sink
+
+
+def test_the_page_redirects_to_the_stage_root_with_a_slash():
+    """https://…/prod answers the page too; its relative URLs need …/prod/."""
+    response = page_response("GET", "/", gateway_path="/prod")
+    assert response["statusCode"] == 308 and header(response, "Location") == "/prod/"
+    assert page_response("GET", "/", gateway_path="/prod/")["statusCode"] == 200
+
+
+def test_the_spec_is_served_by_the_function_and_leaves_the_page_out():
+    from handlers import api as module
+
+    response = page_response("GET", "/openapi.json")
+    assert response["statusCode"] == 200 and header(response, "Content-Type") == "application/json"
+    spec = json.loads(response["body"])
+    assert spec == json.loads(module.app.get_openapi_json_schema())
+    assert not set(module.PUBLIC_PATHS) & set(spec["paths"])  # the fuzzer and the docs see only the API
+
+
+@pytest.mark.parametrize("path", ["/", "/playground/app.js", "/openapi.json"])
+def test_other_methods_on_the_page_are_405(path):
+    response = page_response("POST", path)
+    assert response["statusCode"] == 405 and header(response, "Allow") == "GET"
+    assert json.loads(response["body"])["error_type"] == "method_not_allowed"
+
+
+def test_unknown_playground_file_is_404_json():
+    response = page_response("GET", "/playground/secrets.txt")
+    assert response["statusCode"] == 404 and json.loads(response["body"])["error_type"] == "not_found"
