@@ -312,3 +312,18 @@ def test_openapi_file_is_in_sync_with_the_routes():
     assert committed == json.loads(module.app.get_openapi_json_schema()), (
         "run `make openapi` and commit docs/openapi.json"
     )
+
+
+@pytest.mark.parametrize("parameters", [{}, {"do_sample": True, "seed": 2}])
+def test_prompts_ending_mid_word_or_in_a_space_are_healed(api, parameters):
+    """Issue 16: "Teachers " gave a double space and "Storm" a word glued on after the prompt's last token. The
+    prompt's end is spelled again by the model's first tokens (token healing), so the text after a space starts
+    with a word and a mid-word prompt ends its word with a token the model chose for it."""
+    for text, spelled in (("Teachers ", " "), ("Storm", "Storm")):
+        request = {"prompt": text, "parameters": {"details": True, "max_new_tokens": 8, **parameters}}
+        status, body = call(api, "POST", "/v1/headlines", request)
+        assert status == 200, body
+        result = body["results"][0]
+        assert result["text"].startswith(text.strip()) and "  " not in result["text"], result
+        assert result["tokens"][0]["text"].startswith(spelled), result["tokens"]
+        assert len(result["tokens"]) == result["generated_tokens"]
