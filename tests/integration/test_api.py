@@ -6,6 +6,7 @@ import json
 import pytest
 
 from infra.local.harness import LambdaContext, api_event
+from newsgen.prompt import EOS
 
 
 @pytest.fixture
@@ -415,3 +416,21 @@ def test_other_methods_on_the_page_are_405(path):
 def test_unknown_playground_file_is_404_json():
     response = page_response("GET", "/playground/secrets.txt")
     assert response["statusCode"] == 404 and json.loads(response["body"])["error_type"] == "not_found"
+
+
+@pytest.mark.parametrize("parameters", [{}, {"do_sample": True, "seed": 2}])
+def test_prompts_ending_mid_word_or_in_a_space_are_healed(api, parameters):
+    """Issue 16: "Teachers " gave a double space and "Storm" a word glued on after the prompt's last token. The
+    prompt's end is spelled again by the model's first tokens (token healing), so the text after a space starts
+    with a word and a mid-word prompt ends its word with a token the model chose for it."""
+    for text, spelled in (("Teachers ", " "), ("Storm", "Storm")):
+        request = {"prompt": text, "parameters": {"details": True, "max_new_tokens": 8, **parameters}}
+        status, body = call(api, "POST", "/v1/headlines", request)
+        assert status == 200, body
+        result = body["results"][0]
+        assert result["text"].startswith(text.strip()) and "  " not in result["text"], result
+        # The first tokens spell the prompt's end again ("St" "orm…" or "Storm…"), and the text goes on from them.
+        pieces = "".join(t["text"] for t in result["tokens"] if t["text"] != EOS)
+        assert pieces.startswith(spelled), result["tokens"]
+        assert result["text"] == (text + pieces[len(spelled) :]).strip()
+        assert len(result["tokens"]) == result["generated_tokens"]

@@ -162,7 +162,8 @@ def test_configs_it_does_not_compute_are_refused():
 
 
 def test_generation_sizes_the_cache_exactly(headline_model):
-    """newsgen.generation asks for prompt + max_new_tokens positions before the prefill: no regrowth."""
+    """newsgen.generation asks for prompt + max_new_tokens positions before the prefill: no regrowth. The prompt is
+    the healed one (its last word backed up, newsgen.generation.heal_prompt): shorter than the tokenizer's."""
     from newsgen import generation
     from newsgen import tokenizer as tokenizers
     from newsgen.schemas import GenerationParameters
@@ -173,7 +174,10 @@ def test_generation_sizes_the_cache_exactly(headline_model):
     manifest = artifacts.build_manifest(headline_model, task="headline", version="t", base_model="tiny")
     loaded = LoadedModel("headline", "t", manifest, headline_model, ours, tokenizer)
     params = GenerationParameters(max_new_tokens=5, do_sample=False, no_repeat_ngram_size=0)
-    out = generation.generate(loaded, [prompt.headline_prompt(h) for h in HEADLINES], params=params)
-    longest = left_padded(tokenizer)[0].shape[1]
+    prompts = [prompt.headline_prompt(h) for h in HEADLINES]
+    out = generation.generate(loaded, prompts, params=params)
+    healed = generation.encode_prompts(tokenizer, prompts, tokenizer.byte_vocabulary(), "cpu")[0]
+    longest = healed["input_ids"].shape[1]
+    assert longest < left_padded(tokenizer)[0].shape[1]
     assert [tuple(c.kv.shape[2:5]) for c in caches] == [(len(HEADLINES), ours.config.n_head, longest + 5)]
     assert max(r.generated_tokens for rows in out.results for r in rows) <= 5

@@ -113,3 +113,111 @@ class StopStrings:
             if stop in window + last:
                 return True
         return False
+
+
+class TokenHealing:
+    """Token healing (as the `guidance` project does it): generation's prompts were backed up by their last
+    token(s) (newsgen.generation.heal_prompt), and each row's first generated tokens must spell the removed
+    bytes again: a token that starts with what is left of them (it may go on: "Storm" → "Storms"), or one that is
+    a shorter prefix of it (the rest is then asked of the next token). So the model, not the cut of the prompt,
+    decides where the prompt's last word ends, and a prompt ending in a space continues with a word that the
+    tokenizer would have put after it (" say"), not a second space (tokens of spaces alone are not offered then).
+
+    Stateless over the rows' tokens since `prompt_width`, so beam search's reordering of its beams is no matter.
+    `removed[row]`: the bytes backed up from that row's prompt (b"" for none)."""
+
+    def __init__(self, vocabulary, removed: Sequence[bytes], prompt_width: int):
+        self.vocabulary = vocabulary
+        self.removed = list(removed)
+        self.prompt_width = prompt_width
+        self.longest = max((len(r) for r in self.removed), default=0)
+        self._allowed: dict[bytes, torch.Tensor] = {}
+
+    def left(self, removed: bytes, generated: list[int]) -> bytes:
+        """What of `removed` the tokens generated so far have not yet spelled (b"" once done)."""
+        for token in generated:
+            if not removed:
+                break
+            spelled = self.vocabulary.bytes_of(token)
+            if spelled.startswith(removed):
+                return b""
+            if not spelled or not removed.startswith(spelled):
+                return b""  # not a constrained choice (a padded, finished row): nothing left to heal
+            removed = removed[len(spelled) :]
+        return removed
+
+    def __call__(self, input_ids, scores):
+        steps = input_ids.shape[1] - self.prompt_width
+        if steps >= self.longest:  # each token spells at least one byte: every row is healed by now
+            return scores
+        generated = input_ids[:, self.prompt_width :].tolist()
+        blocked = None
+        for row, removed in enumerate(self.removed):
+            left = self.left(removed, generated[row]) if removed else b""
+            if not left:
+                continue
+            allowed = self._allowed.get(left)
+            if allowed is None:
+                compatible = self.vocabulary.compatible(left)
+                if left.isspace():
+                    # A prompt that ends in a space asks for the next word: a token of spaces alone (" " itself,
+                    # then " say") would bring back the double space that healing is for.
+                    compatible = [t for t in compatible if not self.vocabulary.bytes_of(t).isspace()] or compatible
+                allowed = self._allowed[left] = torch.tensor(compatible, dtype=torch.long)
+            if blocked is None:
+                blocked = torch.zeros_like(scores, dtype=torch.bool)
+            blocked[row] = True
+            blocked[row, allowed.to(scores.device)] = False
+        return scores if blocked is None else scores.masked_fill(blocked, -float("inf"))
+
+
+def pending_continuations(tail: bytes) -> int:
+    """How many UTF-8 continuation bytes the character at the end of `tail` still needs (0 when it is complete,
+    or when the bytes are no valid start of one: those are dropped when the text is decoded)."""
+    for back in range(1, min(len(tail), 3) + 1):
+        byte = tail[-back]
+        if byte < 0x80:
+            return 0
+        if byte >= 0xC0:  # a lead byte: 110xxxxx needs 1 continuation, 1110xxxx 2, 11110xxx 3
+            needed = 1 if byte < 0xE0 else 2 if byte < 0xF0 else 3 if byte < 0xF8 else 0
+            return max(needed - (back - 1), 0)
+    return 0
+
+
+class CompleteCharacters:
+    """Byte-level BPE splits some characters over several tokens (’ or 東 as a lead byte, then continuation
+    bytes); a model may start one and then choose a token that does not finish it, and the text would show U+FFFD.
+    This keeps the byte stream valid: a row whose bytes end inside a character may only choose a token that
+    continues it. Per step it reads each row's last token (a dict look-up); only a row ending in a non-ASCII byte
+    costs more, and the vocabulary's tables are made the first time one does."""
+
+    def __init__(self, vocabulary):
+        self.vocabulary = vocabulary
+        self._blocked: dict[tuple[int, int], torch.Tensor] = {}
+
+    def blocked(self, pending: int, width: int, device) -> torch.Tensor:
+        """The tokens a row `pending` continuation bytes short of a character may not choose, over a model's
+        `width` ids (wider than the tokenizer's: those too); all allowed for 0."""
+        key = (pending, width)
+        found = self._blocked.get(key)
+        if found is None:
+            found = torch.zeros(width, dtype=torch.bool)
+            if pending:
+                allowed = self.vocabulary.continuations(pending)[:width]
+                found[:] = True
+                found[: len(allowed)] = ~allowed
+            self._blocked[key] = found
+        return found.to(device)
+
+    def __call__(self, input_ids, scores):
+        pending = [0] * scores.shape[0]
+        for row, token in enumerate(input_ids[:, -1].tolist()):
+            end = self.vocabulary.bytes_of(token)[-1:]
+            if end and end[0] >= 0x80:
+                tail = b"".join(self.vocabulary.bytes_of(t) for t in input_ids[row, -3:].tolist())
+                pending[row] = pending_continuations(tail)
+        if not any(pending):
+            return scores
+        width = scores.shape[-1]
+        blocked = torch.stack([self.blocked(p, width, scores.device) for p in pending])
+        return scores.masked_fill(blocked, -float("inf"))

@@ -11,7 +11,11 @@ or with a model other than byte-level BPE.
 
 from __future__ import annotations
 
+import bisect
 import json
+import threading
+from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +54,11 @@ class Tokenizer:
         )
         self._bytes: dict[int, bytes] = {}
         self._byte_decoder = _byte_decoder()
+        self.special_ids = frozenset(
+            i for i, added in backend.get_added_tokens_decoder().items() if getattr(added, "special", False)
+        )
+        self._vocabulary: ByteVocabulary | None = None
+        self._vocabulary_lock = threading.Lock()
 
     def __len__(self) -> int:
         return int(self.backend.get_vocab_size(with_added_tokens=True))
@@ -103,6 +112,126 @@ class Tokenizer:
                 found = token.encode()
             self._bytes[token_id] = found
         return found
+
+    def byte_vocabulary(self) -> ByteVocabulary:
+        """This tokenizer's vocabulary as bytes, for newsgen.processors' constraints; made at no cost, its
+        tables when first needed."""
+        with self._vocabulary_lock:
+            if self._vocabulary is None:
+                self._vocabulary = ByteVocabulary(len(self), self.special_ids, self.token_bytes, self._all_token_bytes)
+            return self._vocabulary
+
+    def _all_token_bytes(self) -> list[bytes]:
+        """Every token's bytes (as token_bytes gives them), in one pass over the vocabulary."""
+        to_bytes = str.maketrans({char: chr(byte) for char, byte in self._byte_decoder.items()})
+        table = [b""] * len(self)
+        for token, token_id in self.get_vocab().items():
+            if all(char in self._byte_decoder for char in token):
+                table[token_id] = token.translate(to_bytes).encode("latin-1")
+            else:
+                table[token_id] = token.encode()
+        return table
+
+
+class ByteVocabulary:
+    """A byte-level vocabulary as byte strings, for constraints on what the next token's bytes may be
+    (newsgen.processors' TokenHealing and CompleteCharacters). Special tokens never satisfy a constraint.
+
+    Cold start matters, so nothing is built up front: one token's bytes are looked up when asked for, and the
+    tables over the whole vocabulary (every token's bytes, their byte order, which tokens continue a character)
+    are made the first time a request needs one and kept, the tokenizer's lifetime being the container's."""
+
+    def __init__(
+        self,
+        size: int,
+        special_ids: frozenset[int] | set[int],
+        token_bytes: Callable[[int], bytes],
+        all_token_bytes: Callable[[], list[bytes]],
+    ):
+        self.size = size
+        self.special_ids = frozenset(special_ids)
+        self._token_bytes = token_bytes
+        self._all_token_bytes = all_token_bytes
+        self._lock = threading.Lock()
+        self._continuations: dict[int, Any] = {}
+
+    @classmethod
+    def of(cls, table: list[bytes], special_ids: frozenset[int] | set[int] = frozenset()) -> ByteVocabulary:
+        return cls(len(table), special_ids, table.__getitem__, lambda: list(table))
+
+    def __len__(self) -> int:
+        return self.size
+
+    def bytes_of(self, token_id: int) -> bytes:
+        """A token's bytes; b"" for an id past the tokenizer's vocabulary (a model's may be wider)."""
+        return self._token_bytes(token_id) if 0 <= token_id < self.size else b""
+
+    @cached_property
+    def table(self) -> list[bytes]:
+        """Every token's bytes: made once, about 50 ms for GPT-2's 50,260 tokens."""
+        return self._all_token_bytes()
+
+    @cached_property
+    def _sorted(self) -> tuple[list[bytes], list[int]]:
+        """The ordinary tokens' bytes in byte order and their ids: the tokens starting with some bytes are one
+        run of it. About 20 ms for GPT-2's vocabulary."""
+        table = self.table
+        order = sorted((i for i in range(len(table)) if i not in self.special_ids and table[i]), key=table.__getitem__)
+        return [table[i] for i in order], order
+
+    def compatible(self, text: bytes) -> list[int]:
+        """The ordinary tokens whose bytes start with `text` (they finish it, maybe with more after) or are a
+        shorter prefix of it (the rest of `text` is then left for the next tokens)."""
+        with self._lock:
+            keys, ids = self._sorted
+        if not text:
+            return list(ids)
+        start = bisect.bisect_left(keys, text)
+        end = bisect.bisect_right(keys, text, lo=start, key=lambda key: key[: len(text)])
+        found = ids[start:end]
+        for length in range(1, len(text)):
+            prefix = text[:length]
+            at = bisect.bisect_left(keys, prefix)
+            while at < len(keys) and keys[at] == prefix:
+                found.append(ids[at])
+                at += 1
+        return found
+
+    def continuations(self, pending: int):
+        """A boolean tensor over the vocabulary: the ordinary tokens that can follow a character still missing
+        `pending` (1-3) UTF-8 continuation bytes: they start with `pending` continuation bytes (or consist of
+        fewer, all continuation bytes) and do not start another continuation byte after them."""
+        with self._lock:
+            found = self._continuations.get(pending)
+            if found is None:
+                import torch
+
+                allowed = [
+                    i not in self.special_ids
+                    and bool(token)
+                    and all(0x80 <= byte < 0xC0 for byte in token[:pending])
+                    and (len(token) <= pending or not 0x80 <= token[pending] < 0xC0)
+                    for i, token in enumerate(self.table)
+                ]
+                found = self._continuations[pending] = torch.tensor(allowed, dtype=torch.bool)
+            return found
+
+
+def byte_vocabulary(tokenizer) -> ByteVocabulary | None:
+    """The byte vocabulary of a byte-level BPE tokenizer, newsgen's or transformers' fast one (the same Rust
+    tokenizer underneath, cached on it); None for any other kind, which then gets neither token healing nor the
+    UTF-8 constraint (its texts are still cleaned of U+FFFD, newsgen.generation)."""
+    own = getattr(tokenizer, "byte_vocabulary", None)
+    if own is not None:  # this module's tokenizer (or one that offers the same)
+        return own()
+    wrapped = getattr(tokenizer, "_newsgen_bytes", None)
+    if wrapped is None:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or (type(backend.model).__name__, type(backend.decoder).__name__) != ("BPE", "ByteLevel"):
+            return None
+        wrapped = Tokenizer(backend, {})
+        tokenizer._newsgen_bytes = wrapped
+    return wrapped.byte_vocabulary()
 
 
 def _content(value: Any) -> str | None:
