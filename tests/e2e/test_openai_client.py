@@ -32,13 +32,14 @@ def test_article_for_a_headline(client):
     assert text.startswith(HEADLINE + "\n") and len(text) > len(HEADLINE) + 1
 
 
-def test_logprobs_and_stop(client):
-    completion = client.completions.create(
-        model="article", prompt=HEADLINE, max_tokens=40, seed=2, logprobs=1, stop=["."], temperature=0.7
-    )
-    choice = completion.choices[0]
-    assert "." not in choice.text
-    logprobs = choice.logprobs
+def test_stop(client):
+    completion = client.completions.create(model="article", prompt=HEADLINE, max_tokens=40, seed=2, stop=[".", "!"])
+    assert "." not in completion.choices[0].text and "!" not in completion.choices[0].text
+
+
+def test_logprobs(client):
+    completion = client.completions.create(model="headline", prompt="Storm", max_tokens=8, seed=2, logprobs=1)
+    logprobs = completion.choices[0].logprobs
     assert logprobs is not None and logprobs.tokens and logprobs.token_logprobs and logprobs.text_offset
     assert len(logprobs.tokens) == len(logprobs.token_logprobs) == len(logprobs.text_offset)
     assert all(value <= 0 for value in logprobs.token_logprobs)
