@@ -3,6 +3,7 @@ them). Limits are static so that the published spec states them."""
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Annotated, Literal
 
@@ -14,10 +15,11 @@ MAX_TOTAL_NEW_TOKENS = 1024  # n × max_new_tokens per request: bounds one reque
 MAX_PROMPT_CHARS = 1000
 MAX_STOP_SEQUENCES = 4
 MAX_STOP_CHARS = 50
+# Strictly positive, but not so small that logits / temperature overflow to inf.
+MIN_TEMPERATURE = 0.01
 # Nesting of a request body. Ours needs 3 ({"parameters": {"stop": [...]}}); JSON nested a few thousand deep
 # makes Python's parser (and pydantic) raise RecursionError, so deeper bodies are refused before parsing.
 MAX_JSON_DEPTH = 32
-MIN_TEMPERATURE = 0.01
 
 # A JSON string (escapes included), a bracket, or a quote that opens a string never closed.
 _JSON_NESTING_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')
@@ -49,7 +51,6 @@ class GenerationParameters(Strict):
 
     max_new_tokens: int | None = Field(None, ge=1, le=MAX_NEW_TOKENS)
     do_sample: bool | None = None
-    # Strictly positive, but not so small that logits / temperature overflow to inf.
     temperature: float | None = Field(None, ge=MIN_TEMPERATURE, le=100)
     top_k: int | None = Field(None, ge=0, le=50260)
     top_p: float | None = Field(None, gt=0, le=1)
@@ -183,6 +184,11 @@ class ModelRef(BaseModel):
     version: str
 
 
+def model_id(task: str, version: str) -> str:
+    """How a served model is named in one string (/health, the OpenAI-compatible routes): task:version."""
+    return f"{task}:{version}"
+
+
 class WatermarkInfo(BaseModel):
     scheme: str = Field(
         description="kgw-lefthash-1: transformers' green-list watermark (25 % of the vocabulary "
@@ -285,8 +291,32 @@ class ModelInfo(BaseModel):
     context_length: int
 
 
+class OpenAIModel(BaseModel):
+    """A model in OpenAI's model list."""
+
+    id: str = Field(description="task:version, usable as a completion's model.")
+    object: Literal["model"] = "model"
+    created: int = Field(description="When the version was published (Unix seconds).")
+    owned_by: str = "newsgen"
+
+
 class ModelsResponse(BaseModel):
+    """Our model list (`models`) and, beside it, the same models in OpenAI's list shape (`object`, `data`), so
+    that one answer serves our clients and OpenAI's `client.models.list()` alike."""
+
     models: list[ModelInfo]
+    object: Literal["list"] = "list"
+    data: list[OpenAIModel]
+
+    @classmethod
+    def of(cls, models: list[ModelInfo]) -> ModelsResponse:
+        data = [
+            OpenAIModel(
+                id=model_id(m.task, m.version), created=int(dt.datetime.fromisoformat(m.created_at).timestamp())
+            )
+            for m in models
+        ]
+        return cls(models=models, data=data)
 
 
 class HealthResponse(BaseModel):
