@@ -120,6 +120,8 @@ def test_logprobs_in_openais_legacy_shape(api):
     for token, offset in zip(tokens, logprobs["text_offset"], strict=True):
         assert offset < len(text) and text[offset:].startswith(token[: len(text) - offset])
     assert "<|EOS|>" not in tokens  # the end of the text is not part of it
+    # "Storm" is healed: the tokens that re-spell it are the prompt's, not the completion's
+    assert "".join(tokens) == text
 
 
 def test_stop_cuts_the_text(api):

@@ -369,19 +369,24 @@ def _choice(index: int, prompt_text: str, task: Task, result: GeneratedText, ech
 
 
 def _logprobs(result: GeneratedText, text: str, base: int) -> CompletionLogprobs:
-    """The tokens that make up `text` (the end-of-text token and whatever followed a stop sequence left out),
-    with where each starts. `text` is the generated tokens' text less whitespace stripped from its start."""
+    """The tokens that make up `text`, with where each starts. The generated tokens spell more than `text`:
+    the prompt's healed end (newsgen.processors.TokenHealing re-spells it), whitespace stripped from the start,
+    the end-of-text token and whatever followed a stop sequence. Tokens wholly outside `text` are left out and
+    one that straddles its start is listed with the part inside, so the listed tokens join into `text`."""
     tokens = result.tokens or []
     generated = "".join(t.text for t in tokens)
-    skipped = 0 if generated.startswith(text) else len(generated) - len(generated.lstrip())
+    skipped = max(generated.find(text), 0) if text else 0
     out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
     position = -skipped
     for token in tokens:
-        if position >= len(text) or not text:
+        start, position = position, position + len(token.text)
+        if position <= 0 and token.text:
+            continue  # all of it before the text
+        if start >= len(text) or not text:
             break
-        out.tokens.append(token.text)
+        piece = token.text[max(-start, 0) :]
+        out.tokens.append(piece)
         out.token_logprobs.append(token.logprob)
-        out.top_logprobs.append({token.text: token.logprob} if token.logprob is not None else {})
-        out.text_offset.append(base + max(position, 0))
-        position += len(token.text)
+        out.top_logprobs.append({piece: token.logprob} if token.logprob is not None else {})
+        out.text_offset.append(base + max(start, 0))
     return out
