@@ -15,6 +15,7 @@ from pathlib import Path
 from newsgen.artifacts import EXPORTS
 from newsgen.errors import NewsgenError
 from newsgen.prompt import Task
+from training.demo_corpus import DEFAULT_ROWS, DEFAULT_SEED
 from training.tokenizer import TINY
 
 TASKS = [task.value for task in Task]
@@ -137,8 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = commands.add_parser("demo-data", help="write the project's own synthetic demo corpus (CSV)")
     d.add_argument("--output", type=Path, required=True)
-    d.add_argument("--rows", type=int, default=600)
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--rows", type=int, default=DEFAULT_ROWS)
+    d.add_argument("--seed", type=int, default=DEFAULT_SEED)
     return parser
 
 
