@@ -150,7 +150,9 @@ def default_model() -> Path:
     return DEFAULT_WORKDIR / source_key(None) / "article"
 
 
-def generate_articles(model: Path, headlines: list[str], samples: int, seed: int) -> tuple[list[list[str]], dict]:
+def generate_articles(
+    model: Path, headlines: list[str], samples: int, seed: int, max_new_tokens: int | None = None
+) -> tuple[list[list[str]], dict]:
     """`samples` article openings per headline, through the served path (defaults, watermark on)."""
     from newsgen import generation
     from newsgen.prompt import article_prompt
@@ -162,7 +164,7 @@ def generate_articles(model: Path, headlines: list[str], samples: int, seed: int
     watermark = GreenlistWatermark(int(loaded.model.config.vocab_size), WATERMARK_KEY)
     articles = []
     for index, headline in enumerate(headlines):
-        params = GenerationParameters(seed=seed + index)
+        params = GenerationParameters(seed=seed + index, max_new_tokens=max_new_tokens)
         out = generation.generate(loaded, [article_prompt(headline)], n=samples, params=params, watermark=watermark)
         articles.append([result.text for result in out.results[0]])
     report = json.loads((model / "training_report.json").read_text())
@@ -171,12 +173,12 @@ def generate_articles(model: Path, headlines: list[str], samples: int, seed: int
         "base_model": report.get("base_model"),
         "global_step": report.get("global_step"),
         "data_fingerprint": report.get("data_fingerprint"),
-        "decoding": generation.effective_parameters(loaded, GenerationParameters()),
+        "decoding": generation.effective_parameters(loaded, GenerationParameters(max_new_tokens=max_new_tokens)),
     }
     return articles, described
 
 
-def run(model: Path, headlines_file: Path, samples: int, seed: int) -> dict:
+def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_tokens: int | None = None) -> dict:
     import torch
 
     if not (model / "training_report.json").is_file():
@@ -186,7 +188,7 @@ def run(model: Path, headlines_file: Path, samples: int, seed: int) -> dict:
     if in_corpus:
         raise FollowError(f"{headlines_file}: not held out, the demo corpus has {sorted(in_corpus)}")
     started = time.perf_counter()
-    articles, described = generate_articles(model, [i.headline for i in items], samples, seed)
+    articles, described = generate_articles(model, [i.headline for i in items], samples, seed, max_new_tokens)
     figures = score(items, articles, corpus_words())
     return {
         "what": "share of demo articles whose first sentence carries the held-out headline's main noun",
@@ -208,12 +210,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--headlines", type=Path, default=HEADLINES)
     parser.add_argument("--samples", type=int, default=2, help="articles per headline")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's, as served")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args(argv)
+    from newsgen.errors import NewsgenError
+
     try:
-        result = run(args.model or default_model(), args.headlines, args.samples, args.seed)
-    except FollowError as exc:
-        raise SystemExit(f"error: {exc}") from None
+        result = run(args.model or default_model(), args.headlines, args.samples, args.seed, args.max_new_tokens)
+    except (FollowError, NewsgenError) as exc:  # a bad headlines file, a model the serving code refuses
+        raise SystemExit(f"error: {getattr(exc, 'message', None) or exc}") from None
     args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     by_noun = ", ".join(f"{k} {v['share']} of {v['articles']}" for k, v in result["by_noun"].items())
     print(f"{result['share']} of {result['articles']} articles carry the main noun ({by_noun}) → {args.output}")

@@ -336,18 +336,18 @@ TAILS = [
 # Syllables for invented names ("Kelmoor Institute"): every name is new, so only copying can predict it.
 NAME_STARTS = ["Kel", "Bran", "Ost", "Vir", "Tal", "Mor", "Quen", "Dar", "Fel", "Hal", "Lun", "Cor", "Zan", "Pell"]
 NAME_ENDS = ["moor", "wick", "dale", "ova", "ton", "aris", "ern", "ley", "ford", "ix", "ana", "holt"]
-PROPER_NOUNS = {"Senate", "Congress", "Parliament"}
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
-# First sentences: each restates the headline's subject, verb and object (present or past tense).
+# First sentences: each starts with the headline's subject, as the headline writes it (the first thing to copy:
+# a small model learns that far sooner than finding the subject after a date or a place), then restates its
+# verb (present or past) and object in one of several phrasings.
 OPENINGS = [
     "{Subject} {past} {object} on {day}, a decision that {reaction}.",
-    "On {day}, {subject} {past} {object}, ending weeks of uncertainty.",
     "{Subject} {past} {object} in {place} on {day}, according to a statement.",
     "{Subject} {past} {object} {tail}, officials said on {day}.",
-    "In a move that {reaction}, {subject} {past} {object} on {day}.",
+    "{Subject} on {day} {past} {object}, in a move that {reaction}.",
     "{Subject} {present} {object}, a step that {reaction}.",
     "{Subject} {present} {object} {tail}, local reports said on {day}.",
-    "In {place}, {subject} {past} {object} on {day}.",
+    "{Subject} {past} {object} late on {day}, ending weeks of uncertainty.",
 ]
 MIDDLES = [
     "Supporters said the change would help about {number} residents, while critics called it rushed.",
@@ -386,13 +386,6 @@ def plural_verb(present: str) -> str:
     return present[:-1]
 
 
-def mid_sentence(subject: str, name: bool) -> str:
-    """How a subject reads after 'On Monday, ': names as they are, other words in lower case."""
-    if name or subject.split()[0] in PROPER_NOUNS:
-        return subject
-    return subject[0].lower() + subject[1:]
-
-
 def invented_name(rng: random.Random, kind: str) -> str:
     return f"{rng.choice(NAME_STARTS)}{rng.choice(NAME_ENDS)} {kind}"
 
@@ -428,10 +421,8 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         title = phrase(bare, verb_phrase, obj, where, tail if rng.random() < 0.5 else "")
     if len(title.split()) < MIN_TITLE_WORDS and tail not in title:  # `prepare` drops shorter headlines
         title = phrase(title, tail)
-    headline_subject = bare if rng.random() < 0.5 else subject  # copy what the headline says, or its full form
     values = {
-        "Subject": headline_subject,
-        "subject": mid_sentence(headline_subject, name),
+        "Subject": bare,
         "present": verb_phrase,
         "past": phrase(past, rest),
         "object": obj,
@@ -441,7 +432,8 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         "reaction": rng.choice(REACTIONS),
         "number": rng.randint(2, 90) * 100,
     }
-    sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(2, 3)), rng.choice(CLOSINGS)]
+    # Short articles: most of the loss is then on the opening, where following the headline is learned.
+    sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(1, 2)), rng.choice(CLOSINGS)]
     content = " ".join(s.format(**values) for s in sentences)
     return title, rng.choice(OUTLETS), content
 

@@ -18,7 +18,18 @@ def test_follow_writes_its_figures(article_model, tmp_path):
     )
     output = tmp_path / "follow.json"
     follow.main(
-        ["--model", str(article_model), "--headlines", str(headlines), "--samples", "2", "--output", str(output)]
+        [
+            "--model",
+            str(article_model),
+            "--headlines",
+            str(headlines),
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--output",
+            str(output),
+        ]
     )
     result = json.loads(output.read_text())
     assert result["articles"] == 4 and result["headlines"] == 2
@@ -29,7 +40,18 @@ def test_follow_writes_its_figures(article_model, tmp_path):
     assert result["model"]["decoding"]["do_sample"] is True and result["machine"]["cpu"]
     again = tmp_path / "again.json"
     follow.main(
-        ["--model", str(article_model), "--headlines", str(headlines), "--samples", "2", "--output", str(again)]
+        [
+            "--model",
+            str(article_model),
+            "--headlines",
+            str(headlines),
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--output",
+            str(again),
+        ]
     )
     assert json.loads(again.read_text())["per_headline"] == result["per_headline"]  # seeded: reproducible
 
