@@ -432,8 +432,7 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         "reaction": rng.choice(REACTIONS),
         "number": rng.randint(2, 90) * 100,
     }
-    # Short articles: most of the loss is then on the opening, where following the headline is learned.
-    sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(1, 2)), rng.choice(CLOSINGS)]
+    sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(2, 4)), rng.choice(CLOSINGS)]
     content = " ".join(s.format(**values) for s in sentences)
     return title, rng.choice(OUTLETS), content
 
