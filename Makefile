@@ -148,5 +148,9 @@ bench-batch: $(STAMP)  ## peak memory of batch dispatch and assembly for a 100 M
 bench-watermark: $(STAMP)  ## watermark detection (TPR/FPR, edits), quality and speed cost, SynthID beside it (~15 min) → bench/watermark.json
 	$(PY) -m bench.watermark
 
+.PHONY: bench-follow
+bench-follow: $(STAMP)  ## does the demo article model follow its headline? 50 held-out headlines (after one `make run`) → bench/follow.json
+	$(PY) -m bench.follow $(ARGS)
+
 load: $(STAMP)  ## bounded load test on loopback against the local server (after one `make run`) → bench/load.json
 	$(PY) -m bench.load

@@ -16,6 +16,7 @@ from pathlib import Path
 from newsgen.artifacts import EXPORTS
 from newsgen.errors import NewsgenError
 from newsgen.prompt import Task
+from training.demo_corpus import DEFAULT_ROWS, DEFAULT_SEED
 from training.tokenizer import TINY
 
 TASKS = [task.value for task in Task]
@@ -49,8 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
         parser_class=functools.partial(argparse.ArgumentParser, formatter_class=HelpFormatter),
     )
 
-    p = commands.add_parser("prepare", help="clean All-the-News CSVs into train/validation JSONL")
-    p.add_argument("--input", nargs="+", type=Path, required=True, help="one or more CSV files")
+    p = commands.add_parser("prepare", help="clean news corpora (CSV, JSONL, Parquet) into train/validation JSONL")
+    p.add_argument("--input", nargs="+", type=Path, required=True, help="one or more CSV, JSONL or Parquet files")
+    p.add_argument("--format", default=None, help="csv, jsonl or parquet (default: each file's extension)")
+    p.add_argument(
+        "--columns",
+        default=None,
+        help="your column names for ours, e.g. title=headline,content=body,publication=source "
+        "(default: All-the-News' title, content, publication; publication is optional)",
+    )
+    p.add_argument(
+        "--publication-names",
+        default=None,
+        help='outlet names to strip from titles, comma-separated ("The Harbor Ledger,Valley Courier"): for '
+        "inputs without a publication column",
+    )
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--min-title-words", type=int, default=8)
     p.add_argument("--max-article-words", type=int, default=100)
@@ -156,8 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = commands.add_parser("demo-data", help="write the project's own synthetic demo corpus (CSV)")
     d.add_argument("--output", type=Path, required=True)
-    d.add_argument("--rows", type=int, default=600)
-    d.add_argument("--seed", type=int, default=7)
+    d.add_argument("--rows", type=int, default=DEFAULT_ROWS)
+    d.add_argument("--seed", type=int, default=DEFAULT_SEED)
     return parser
 
 
@@ -204,7 +218,7 @@ RUN_SUMMARY = ("task", "global_step", "train_loss", "eval_loss", "val_perplexity
 
 def run(args: argparse.Namespace) -> object:
     if args.command == "prepare":
-        from training.prepare import prepare
+        from training.prepare import parse_columns, parse_names, prepare
 
         report = prepare(
             args.input,
@@ -214,8 +228,14 @@ def run(args: argparse.Namespace) -> object:
             validation_fraction=args.validation_fraction,
             seed=args.seed,
             chunk_rows=args.chunk_rows,
+            input_format=args.format,
+            columns=parse_columns(args.columns),
+            publication_names=parse_names(args.publication_names),
         )
         return {
+            "formats": report.formats,
+            "columns": report.columns,
+            "publication_rule": report.publication_rule,
             "rows_in": report.rows_in,
             "rows_out": report.rows_out,
             "removed": report.removed,

@@ -1,73 +1,324 @@
 """A small synthetic news corpus written by this project (no text copied from anywhere), in the
 All-the-News schema, so that `make run` and the tests can train demo models offline.
 
-The stories are invented from templates about invented places; titles carry an outlet suffix
-(" - The Harbor Ledger") like the real dataset, so the cleaning rules have work to do.
+The stories are invented from templates; titles carry an outlet suffix (" - The Harbor Ledger") like the real
+dataset, so the cleaning rules have work to do.
+
+What the article model should learn from it is to *follow its headline*: every article's first sentence
+restates the headline's subject, action and object, in one of several phrasings (subject first or after a
+date or place, present or past tense), so that the cheapest way to predict it is to copy from the headline,
+not to recall a template. The subjects are drawn from a wide vocabulary of news actors (institutions, groups,
+weather, companies) plus invented organisation names built from syllables, which tokenise into many
+different GPT-2 pieces: no subject is frequent enough to memorise, and the copying learned carries over to
+headlines about things the corpus never mentions.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import random
+from dataclasses import dataclass
 from pathlib import Path
 
+# Part of `make run`'s reuse key (infra/local/run.py): bump it with any change to what this module writes,
+# so that demo models trained on an older corpus are trained again.
+CORPUS_VERSION = 2
+DEFAULT_ROWS = 3000
+DEFAULT_SEED = 7
+MIN_TITLE_WORDS = 8  # prepare's default --min-title-words
+
 OUTLETS = ["Harbor Ledger", "Valley Courier", "Northwind Post", "Evening Lantern"]
-PLACES = ["Harborview", "Pine Hollow", "Westmere", "Marlow Bay", "Eastbrook", "Stonefield", "Larkspur", "Redwater"]
-SUBJECTS = [
-    "City council",
-    "The county board",
-    "State lawmakers",
-    "A federal judge",
-    "Transit officials",
-    "Local farmers",
-    "School board members",
-    "Health officials",
-    "The mayor",
-    "Researchers",
-    "Union leaders",
-    "Hospital administrators",
-    "Volunteer firefighters",
-    "The water authority",
-    "Small business owners",
-    "Parents",
-    "The governor",
-    "Housing advocates",
-    "Police officials",
-    "Museum curators",
+PLACES = [
+    "Harborview",
+    "Pine Hollow",
+    "Westmere",
+    "Marlow Bay",
+    "Eastbrook",
+    "Stonefield",
+    "Larkspur",
+    "Redwater",
+    "Ashford",
+    "Calder Springs",
+    "Brightwater",
+    "Fenwick",
+    "Oakridge",
+    "Silverton",
+    "the capital",
+    "the northern counties",
+    "the coastal region",
+    "the valley",
 ]
-SINGULAR = {"City council", "The county board", "A federal judge", "The mayor", "The water authority", "The governor"}
-ACTIONS = [
-    "approves plan to expand",
-    "rejects proposal to cut",
-    "opens an inquiry into",
-    "warns of rising costs for",
-    "unveils new budget for",
-    "delays vote on",
-    "pledges more money for",
-    "questions the future of",
-    "calls for review of",
-    "celebrates record year for",
-    "sues over changes to",
-    "weighs new rules for",
-]
-OBJECTS = [
-    "public libraries",
-    "the downtown bike network",
-    "rural broadband service",
-    "the old river bridge",
-    "summer jobs for teenagers",
-    "wildfire prevention crews",
-    "the harbor ferry line",
-    "school lunch programs",
-    "affordable housing projects",
-    "the regional airport",
-    "community health clinics",
-    "the farmers market",
-    "storm drain repairs",
-    "night bus routes",
-    "the city orchestra",
-    "coastal flood defenses",
-]
+
+
+@dataclass(frozen=True)
+class Topic:
+    """Subjects that can take these actions on these objects. An action is (present, past, rest): the
+    present in the third person singular ("passes"), its past ("passed") and what follows the verb."""
+
+    singular: tuple[str, ...]
+    plural: tuple[str, ...]
+    actions: tuple[tuple[str, str, str], ...]
+    objects: tuple[str, ...]
+    invented: tuple[str, ...] = ()  # kinds of invented organisation ("Institute"), singular subjects
+
+
+TOPICS = (
+    Topic(  # government
+        singular=(
+            "Senate",
+            "Congress",
+            "Parliament",
+            "City council",
+            "The county board",
+            "The governor",
+            "The mayor",
+            "The cabinet",
+            "The state assembly",
+            "The treasury",
+            "The finance ministry",
+            "The prime minister",
+            "The president",
+            "The legislature",
+            "The election commission",
+        ),
+        plural=("State lawmakers", "Lawmakers", "Senators", "Ministers", "Regulators", "Officials", "Voters"),
+        actions=(
+            ("passes", "passed", ""),
+            ("approves", "approved", ""),
+            ("rejects", "rejected", ""),
+            ("blocks", "blocked", ""),
+            ("delays", "delayed", "a vote on"),
+            ("unveils", "unveiled", ""),
+            ("debates", "debated", ""),
+            ("backs", "backed", ""),
+            ("cuts", "cut", "funding for"),
+            ("pledges", "pledged", "more money for"),
+            ("orders", "ordered", "a review of"),
+            ("weighs", "weighed", "new rules for"),
+            ("scraps", "scrapped", ""),
+            ("extends", "extended", ""),
+            ("signs", "signed", ""),
+        ),
+        objects=(
+            "the budget bill",
+            "a sweeping tax plan",
+            "the housing bill",
+            "a spending package",
+            "the new election map",
+            "public libraries",
+            "rural broadband service",
+            "the old river bridge",
+            "summer jobs for teenagers",
+            "school lunch programs",
+            "affordable housing projects",
+            "the regional airport",
+            "community health clinics",
+            "night bus routes",
+            "coastal flood defenses",
+            "the pension reform",
+            "a ban on plastic bags",
+            "the minimum wage increase",
+            "the immigration bill",
+            "a new climate law",
+            "the gun safety bill",
+            "the trade agreement",
+        ),
+    ),
+    Topic(  # courts and police
+        singular=("A federal judge", "The supreme court", "The appeals court", "The attorney general", "The jury"),
+        plural=("Prosecutors", "Police", "Detectives", "Investigators", "Defense lawyers", "Judges"),
+        actions=(
+            ("blocks", "blocked", ""),
+            ("upholds", "upheld", ""),
+            ("strikes", "struck", "down"),
+            ("charges", "charged", ""),
+            ("investigates", "investigated", ""),
+            ("arrests", "arrested", ""),
+            ("clears", "cleared", ""),
+            ("fines", "fined", ""),
+            ("sues", "sued", ""),
+            ("questions", "questioned", ""),
+        ),
+        objects=(
+            "the voting law",
+            "two suspects",
+            "a former mayor",
+            "the mining company",
+            "the new ban",
+            "a local contractor",
+            "the bank's chief executive",
+            "the state's abortion law",
+            "three police officers",
+            "the tobacco maker",
+            "a hospital chain",
+            "the social media company",
+        ),
+    ),
+    Topic(  # business
+        singular=("The central bank", "The airline", "The automaker", "The retailer", "The chipmaker", "The startup"),
+        plural=("Investors", "Shareholders", "Banks", "Carmakers", "Oil producers", "Retailers", "Airlines"),
+        actions=(
+            ("raises", "raised", ""),
+            ("cuts", "cut", ""),
+            ("reports", "reported", ""),
+            ("announces", "announced", ""),
+            ("recalls", "recalled", ""),
+            ("launches", "launched", ""),
+            ("buys", "bought", ""),
+            ("sells", "sold", ""),
+            ("closes", "closed", ""),
+            ("hires", "hired", ""),
+            ("freezes", "froze", ""),
+            ("doubles", "doubled", ""),
+        ),
+        objects=(
+            "interest rates",
+            "ticket prices",
+            "thousands of jobs",
+            "record profits",
+            "a new electric truck",
+            "two regional factories",
+            "its flagship store",
+            "dozens of flights",
+            "a rival software maker",
+            "its stake in the mine",
+            "quarterly earnings",
+            "a new smartphone",
+            "fuel prices",
+            "the merger plan",
+        ),
+        invented=("Group", "Motors", "Bank", "Airlines", "Energy", "Foods", "Holdings", "Systems"),
+    ),
+    Topic(  # science and health
+        singular=("The health ministry", "The hospital", "The university", "The space agency", "The lab"),
+        plural=("Scientists", "Researchers", "Doctors", "Nurses", "Astronomers", "Engineers", "Biologists"),
+        actions=(
+            ("discovers", "discovered", ""),
+            ("warns", "warned", "of"),
+            ("tests", "tested", ""),
+            ("studies", "studied", ""),
+            ("develops", "developed", ""),
+            ("reports", "reported", ""),
+            ("tracks", "tracked", ""),
+            ("maps", "mapped", ""),
+            ("finds", "found", ""),
+        ),
+        objects=(
+            "a new species of frog",
+            "a distant planet",
+            "a cheaper malaria drug",
+            "a new flu vaccine",
+            "rising cases of measles",
+            "the melting glacier",
+            "ancient bones",
+            "a link between sleep and memory",
+            "a faster battery",
+            "toxic algae in the lake",
+            "the spread of the virus",
+            "a rare comet",
+        ),
+        invented=("Institute", "Foundation", "Clinic", "Laboratory"),
+    ),
+    Topic(  # weather and disasters: plural and singular subjects alike take these actions
+        singular=("A storm", "The wildfire", "The hurricane", "A heat wave", "The blizzard", "An earthquake"),
+        plural=("Floods", "Storms", "Wildfires", "Tornadoes", "Heavy rains", "Mudslides"),
+        actions=(
+            ("knocks", "knocked", "out power to"),
+            ("forces", "forced", "the evacuation of"),
+            ("destroys", "destroyed", ""),
+            ("damages", "damaged", ""),
+            ("closes", "closed", ""),
+            ("threatens", "threatened", ""),
+            ("sweeps", "swept", "through"),
+            ("cuts", "cut", "off"),
+        ),
+        objects=(
+            "thousands of homes",
+            "coastal towns",
+            "the main highway",
+            "farms in the valley",
+            "schools across the region",
+            "the old harbor",
+            "two mountain villages",
+            "the city's water supply",
+            "hundreds of businesses",
+            "the rail line",
+        ),
+    ),
+    Topic(  # people and society
+        singular=("The teachers union", "The tenants association", "A neighborhood group", "The church"),
+        plural=(
+            "Teachers",
+            "Students",
+            "Workers",
+            "Protesters",
+            "Residents",
+            "Parents",
+            "Farmers",
+            "Union leaders",
+            "Tenants",
+            "Commuters",
+            "Volunteers",
+            "Veterans",
+            "Fishermen",
+            "Truck drivers",
+        ),
+        actions=(
+            ("protests", "protested", ""),
+            ("rallies", "rallied", "against"),
+            ("demands", "demanded", ""),
+            ("celebrates", "celebrated", ""),
+            ("marches", "marched", "for"),
+            ("opposes", "opposed", ""),
+            ("welcomes", "welcomed", ""),
+            ("strikes", "went on strike", "over"),
+            ("fights", "fought", ""),
+        ),
+        objects=(
+            "higher pay",
+            "new parking rules",
+            "school closures",
+            "rent increases",
+            "bus fare hikes",
+            "the downtown bike network",
+            "the harbor ferry line",
+            "cuts to the fishing quota",
+            "the new mine",
+            "longer opening hours",
+            "the farmers market",
+            "storm drain repairs",
+        ),
+    ),
+    Topic(  # sport and culture
+        singular=("The team", "The coach", "The orchestra", "The museum", "The festival", "The league", "The club"),
+        plural=("Fans", "Players", "Organizers", "Artists", "Museum curators"),
+        actions=(
+            ("wins", "won", ""),
+            ("loses", "lost", ""),
+            ("signs", "signed", ""),
+            ("cancels", "canceled", ""),
+            ("announces", "announced", ""),
+            ("opens", "opened", ""),
+            ("postpones", "postponed", ""),
+            ("honors", "honored", ""),
+        ),
+        objects=(
+            "the championship final",
+            "a star striker",
+            "the summer concert series",
+            "a new exhibit of old maps",
+            "the season opener",
+            "a young goalkeeper",
+            "the film festival",
+            "the city orchestra",
+            "the marathon",
+            "a retired captain",
+        ),
+        invented=("Rovers", "United", "Theatre", "Gallery"),
+    ),
+)
 TAILS = [
     "after a long debate",
     "despite loud protests",
@@ -77,21 +328,38 @@ TAILS = [
     "after months of delay",
     "ahead of the election",
     "following a heated meeting",
+    "for the first time in years",
+    "as costs climb",
+    "after a late night session",
+    "amid growing anger",
 ]
+# Syllables for invented names ("Kelmoor Institute"): every name is new, so only copying can predict it.
+NAME_STARTS = ["Kel", "Bran", "Ost", "Vir", "Tal", "Mor", "Quen", "Dar", "Fel", "Hal", "Lun", "Cor", "Zan", "Pell"]
+NAME_ENDS = ["moor", "wick", "dale", "ova", "ton", "aris", "ern", "ley", "ford", "ix", "ana", "holt"]
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+# First sentences: each starts with the headline's subject, as the headline writes it (the first thing to copy:
+# a small model learns that far sooner than finding the subject after a date or a place), then restates its
+# verb (present or past) and object in one of several phrasings.
 OPENINGS = [
-    "{subject} in {place} on {day} {action_past} {object}, a decision that {reaction}.",
-    "In {place}, {subject_lower} {action_past} {object} on {day}, ending weeks of uncertainty.",
-    "{subject} {action_past} {object} on {day}, according to a statement released in {place}.",
+    "{Subject} {past} {object} on {day}, a decision that {reaction}.",
+    "{Subject} {past} {object} in {place} on {day}, according to a statement.",
+    "{Subject} {past} {object} {tail}, officials said on {day}.",
+    "{Subject} on {day} {past} {object}, in a move that {reaction}.",
+    "{Subject} {present} {object}, a step that {reaction}.",
+    "{Subject} {present} {object} {tail}, local reports said on {day}.",
+    "{Subject} {past} {object} late on {day}, ending weeks of uncertainty.",
 ]
 MIDDLES = [
     "Supporters said the change would help about {number} residents, while critics called it rushed.",
     "The measure is expected to cost roughly {number} thousand dollars over the next two years.",
     "Officials said a public hearing would be held before the end of the month.",
-    "Several residents spoke at the meeting, some in favor and others strongly opposed.",
-    "A spokesperson said the details were still being worked out with neighboring towns.",
+    "Several residents spoke at a meeting, some in favor and others strongly opposed.",
+    "A spokesperson said the details were still being worked out.",
     "The plan had stalled twice before, most recently last spring.",
     "Local business owners said they were cautiously hopeful about the outcome.",
     "An independent review found that demand had grown steadily for several years.",
+    "Nobody was available for comment late on {day}.",
+    "It was the second such announcement this year.",
 ]
 CLOSINGS = [
     "A final decision is expected in the coming weeks.",
@@ -101,76 +369,106 @@ CLOSINGS = [
 ]
 REACTIONS = [
     "surprised many residents",
-    "drew praise from neighbors",
+    "drew praise from supporters",
     "angered some longtime critics",
     "was widely expected",
+    "caught many by surprise",
 ]
-DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"]
+HEADER = ["", "id", "title", "publication", "author", "date", "year", "month", "url", "content"]
 
 
-def _past(action: str) -> str:
-    verb, _, rest = action.partition(" ")
-    irregular = {
-        "approves": "approved",
-        "rejects": "rejected",
-        "opens": "opened",
-        "warns": "warned",
-        "unveils": "unveiled",
-        "delays": "delayed",
-        "pledges": "pledged",
-        "questions": "questioned",
-        "calls": "called",
-        "celebrates": "celebrated",
-        "sues": "sued",
-        "weighs": "weighed",
-    }
-    return f"{irregular.get(verb, verb)} {rest}".strip()
+def plural_verb(present: str) -> str:
+    """'passes' -> 'pass', 'rallies' -> 'rally', 'approves' -> 'approve'."""
+    if present.endswith("ies"):
+        return present[:-3] + "y"
+    if present.endswith(("sses", "shes", "ches", "xes", "zes")):
+        return present[:-2]
+    return present[:-1]
+
+
+def invented_name(rng: random.Random, kind: str) -> str:
+    return f"{rng.choice(NAME_STARTS)}{rng.choice(NAME_ENDS)} {kind}"
+
+
+def phrase(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
 
 
 def story(rng: random.Random) -> tuple[str, str, str]:
-    subject, action, obj, place = rng.choice(SUBJECTS), rng.choice(ACTIONS), rng.choice(OBJECTS), rng.choice(PLACES)
-    outlet = rng.choice(OUTLETS)
-    if subject not in SINGULAR:
-        action = action.replace("s ", " ", 1)  # "approves plan" -> "approve plan"
-    title = f"{subject} in {place} {action} {obj} {rng.choice(TAILS)}"
+    topic = rng.choice(TOPICS)
+    name = bool(topic.invented) and rng.random() < 0.3
+    if name:
+        subject, singular = invented_name(rng, rng.choice(topic.invented)), True
+    elif rng.random() < 0.5:
+        subject, singular = rng.choice(topic.singular), True
+    else:
+        subject, singular = rng.choice(topic.plural), False
+    present, past, rest = rng.choice(topic.actions)
+    if not singular:
+        present = plural_verb(present)
+    obj, place, tail = rng.choice(topic.objects), rng.choice(PLACES), rng.choice(TAILS)
+    verb_phrase = phrase(present, rest)
+    # Headlines drop a leading article ("Storm knocks out power …"), as real ones often do.
+    bare = subject.partition(" ")[2] if subject.split()[0] in ("A", "An") else subject
+    bare = bare[0].upper() + bare[1:]
+    where = rng.choice(["in", "near", "across"]) + " " + place
+    form = rng.randrange(3)
+    if form == 0:
+        title = phrase(bare, verb_phrase, obj, tail)
+    elif form == 1:
+        title = phrase(bare, where, verb_phrase, obj)
+    else:
+        title = phrase(bare, verb_phrase, obj, where, tail if rng.random() < 0.5 else "")
+    if len(title.split()) < MIN_TITLE_WORDS and tail not in title:  # `prepare` drops shorter headlines
+        title = phrase(title, tail)
     values = {
-        "subject": f"{subject}",
-        "subject_lower": subject[0].lower() + subject[1:],
-        "place": place,
+        "Subject": bare,
+        "present": verb_phrase,
+        "past": phrase(past, rest),
         "object": obj,
+        "place": place,
+        "tail": tail,
         "day": rng.choice(DAYS),
-        "action_past": _past(action).replace(" plan to", " a plan to"),
         "reaction": rng.choice(REACTIONS),
         "number": rng.randint(2, 90) * 100,
     }
     sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(2, 4)), rng.choice(CLOSINGS)]
     content = " ".join(s.format(**values) for s in sentences)
-    return title, outlet, content
+    return title, rng.choice(OUTLETS), content
 
 
-def write_demo_csv(path: Path, rows: int = 600, seed: int = 7) -> Path:
+def demo_rows(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED):
+    """The corpus' CSV rows (All-the-News columns), the header first."""
     rng = random.Random(seed)
+    yield HEADER
+    for i in range(rows):
+        title, outlet, content = story(rng)
+        # Like the real dataset, titles carry the outlet's name; some as a prefix.
+        title = f"{title} - The {outlet}" if i % 5 else f"{outlet}: {title}"
+        yield [
+            i,
+            100000 + i,
+            title,
+            outlet,
+            "Newsgen Demo Desk",
+            "2026-01-01",
+            2026,
+            1,
+            f"https://example.invalid/demo/{i}",
+            content,
+        ]
+
+
+def fingerprint(rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> str:
+    """A digest of the corpus this code writes: it changes whenever the text does (and with CORPUS_VERSION)."""
+    buffer = io.StringIO()
+    csv.writer(buffer).writerows(demo_rows(rows, seed))
+    return hashlib.sha256(f"v{CORPUS_VERSION}\n{buffer.getvalue()}".encode()).hexdigest()
+
+
+def write_demo_csv(path: Path, rows: int = DEFAULT_ROWS, seed: int = DEFAULT_SEED) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["", "id", "title", "publication", "author", "date", "year", "month", "url", "content"])
-        for i in range(rows):
-            title, outlet, content = story(rng)
-            # Like the real dataset, titles carry the outlet's name; some as a prefix.
-            title = f"{title} - The {outlet}" if i % 5 else f"{outlet}: {title}"
-            writer.writerow(
-                [
-                    i,
-                    100000 + i,
-                    title,
-                    outlet,
-                    "Newsgen Demo Desk",
-                    "2026-01-01",
-                    2026,
-                    1,
-                    f"https://example.invalid/demo/{i}",
-                    content,
-                ]
-            )
+        csv.writer(handle).writerows(demo_rows(rows, seed))
     return path

@@ -59,8 +59,11 @@ def port_in_use(host: str, port: int, option: str) -> SystemExit:
 
 
 def source_key(data: Path | None) -> str:
+    """Where the models trained on this data live: a changed demo corpus or CSV gets models of its own."""
     if data is None:
-        return "demo-corpus"
+        from training.demo_corpus import fingerprint
+
+        return f"demo-corpus-{fingerprint()[:12]}"
     return "csv-" + hashlib.sha256(data.read_bytes()).hexdigest()[:16]
 
 

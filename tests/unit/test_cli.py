@@ -179,3 +179,33 @@ def test_train_with_the_hub_offline_says_so(tmp_path):
     assert "\n" not in line and line.startswith("error: --base distilgpt2: HF_HUB_OFFLINE is set"), line
     assert "--base tiny" in line
     assert seconds < 20, seconds
+
+
+def test_prepare_reads_a_corpus_without_all_the_news_columns(tmp_path):
+    """A FakeNewsCorpus-style CSV (no publication column) used to stop with 'missing column(s) publication'."""
+    import json
+
+    from corpora import fake_news_corpus_csv, invented_rows
+
+    source = fake_news_corpus_csv(tmp_path / "fake.csv", invented_rows())
+    result = run("prepare", "--input", str(source), "--output", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["rows_out"] == 40 and summary["formats"] == ["csv"]
+    assert summary["publication_rule"] == "skipped: no publication column and no --publication-names"
+
+
+def test_prepare_names_a_bad_columns_option(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"headline": "a", "body": "b"}\n')
+    result = run("prepare", "--input", str(source), "--output", str(tmp_path / "out"), "--columns", "title:headline")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        result.stderr.strip()
+        == "error: --columns: expected ours=theirs pairs separated by commas (title=headline), got 'title:headline'"
+    )
+    result = run(
+        "prepare", "--input", str(source), "--output", str(tmp_path / "out"), "--columns", "title=head,content=body"
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown column 'head' (for title); the file has headline, body" in result.stderr

@@ -2,8 +2,9 @@ import csv
 import json
 
 import pytest
+from corpora import fake_news_corpus_csv, headline_body_jsonl, invented_rows, other_names_parquet
 
-from training.prepare import PrepareError, prepare
+from training.prepare import PrepareError, parse_columns, prepare
 
 HEADER = ["", "id", "title", "publication", "author", "date", "year", "month", "url", "content"]
 
@@ -85,7 +86,7 @@ def test_bad_input_is_named(tmp_path):
         prepare([empty], tmp_path / "out", progress=False)
     wrong = tmp_path / "wrong.csv"
     wrong.write_text("id,headline,body\n1,a,b\n")
-    with pytest.raises(PrepareError, match="missing column.*title.*publication.*content"):
+    with pytest.raises(PrepareError, match=r"missing column\(s\) title, content; found id, headline, body\. Map yours"):
         prepare([wrong], tmp_path / "out", progress=False)
     short = write_csv(tmp_path / "short.csv", [("Too short", "X", "y")] * 3)
     with pytest.raises(PrepareError, match="rule 'short_title'"):
@@ -102,3 +103,100 @@ def test_real_sample(sample_csv, tmp_path):
     assert not any(row["title"].endswith("New York Times") for row in rows)  # inside a headline it stays
     assert all(len(row["title"].split()) >= 8 for row in rows)
     assert all("  " not in row["content"] and len(row["content"].split()) <= 100 for row in rows)
+
+
+# --- other corpora: formats, column mappings, publication names (fixtures in tests/corpora.py) ---------------
+def test_fake_news_corpus_csv_without_publication_uses_the_names_given(tmp_path):
+    rows = invented_rows()
+    source = fake_news_corpus_csv(tmp_path / "fake.csv", rows)
+    report = prepare(
+        [source],
+        tmp_path / "out",
+        validation_fraction=0.0,
+        publication_names=("Harbor Ledger", "Valley Courier"),
+        progress=False,
+    )
+    assert report.rows_out == 40 and report.titles_with_publication_removed == 40
+    assert [r["title"] for r in read_jsonl(tmp_path / "out" / "train.jsonl")] == [r["title"] for r in rows]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["formats"] == ["csv"]
+    assert saved["columns"] == {"title": "title", "content": "content", "publication": None}
+    assert "--publication-names: Harbor Ledger, Valley Courier" in saved["publication_rule"]
+
+    skipped = prepare([source], tmp_path / "skipped", validation_fraction=0.0, progress=False)
+    assert skipped.titles_with_publication_removed == 0
+    assert skipped.publication_rule == "skipped: no publication column and no --publication-names"
+    assert read_jsonl(tmp_path / "skipped" / "train.jsonl")[0]["title"].endswith("| The Harbor Ledger")
+
+
+def test_jsonl_with_headline_and_body(tmp_path):
+    rows = invented_rows()
+    source = headline_body_jsonl(tmp_path / "news.jsonl", rows)
+    mapping = parse_columns("title=headline, content=body,publication=source")
+    report = prepare([source], tmp_path / "out", validation_fraction=0.0, columns=mapping, chunk_rows=9, progress=False)
+    assert report.rows_out == 40 and report.formats == ["jsonl"]
+    assert report.columns == {"title": "headline", "content": "body", "publication": "source"}
+    assert "column 'source'" in report.publication_rule
+    kept = read_jsonl(tmp_path / "out" / "train.jsonl")
+    assert kept[1] == {"title": rows[1]["title"], "content": rows[1]["body"], "publication": "Valley Courier"}
+
+
+def test_parquet_with_its_own_names_and_format_given(tmp_path):
+    rows = invented_rows()
+    source = other_names_parquet(tmp_path / "news.data", rows)  # no telling extension: --format says it
+    mapping = parse_columns("title=heading,content=article_text,publication=outlet_name")
+    with pytest.raises(PrepareError, match=r"cannot tell the format from the extension \.data.*--format"):
+        prepare([source], tmp_path / "out", columns=mapping, progress=False)
+    report = prepare(
+        [source], tmp_path / "out", validation_fraction=0.0, columns=mapping, input_format="parquet", progress=False
+    )
+    assert report.rows_out == 40 and report.titles_with_publication_removed == 40
+    assert [r["title"] for r in read_jsonl(tmp_path / "out" / "train.jsonl")] == [r["title"] for r in rows]
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["formats"] == ["parquet"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        ("title", r"--columns: expected ours=theirs pairs .* got 'title'"),
+        ("title=headline,,content=body", r"--columns: expected ours=theirs pairs .* got ''"),
+        ("title=", r"--columns: expected ours=theirs pairs"),
+        ("headline=title", r"--columns: unknown column 'headline' of ours; ours are title, content, publication"),
+        ("title=a,title=b", r"'title' is mapped twice"),
+    ],
+)
+def test_bad_columns_syntax_is_named(columns, message):
+    with pytest.raises(PrepareError, match=message):
+        parse_columns(columns)
+
+
+def test_unknown_or_missing_columns_are_named(tmp_path):
+    source = headline_body_jsonl(tmp_path / "news.jsonl", invented_rows(3))
+    with pytest.raises(
+        PrepareError,
+        match=r"news.jsonl: unknown column 'headlines' \(for title\); the file has id, headline, body, source, n",
+    ):
+        prepare([source], tmp_path / "out", columns={"title": "headlines", "content": "body"}, progress=False)
+    with pytest.raises(PrepareError, match=r"news.jsonl: missing column\(s\) content; found id, headline.*--columns"):
+        prepare([source], tmp_path / "out", columns={"title": "headline"}, progress=False)
+    with pytest.raises(PrepareError, match="--format must be one of csv, jsonl, parquet, not 'xml'"):
+        prepare([source], tmp_path / "out", input_format="xml", progress=False)
+
+
+def test_unreadable_files_are_named(tmp_path):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"title": "a", "content": "b"}\n{"title": "no closing brace"\n')
+    with pytest.raises(PrepareError, match=r"broken.jsonl:2: cannot be read as JSONL: not JSON"):
+        prepare([broken], tmp_path / "out", progress=False)
+    array = tmp_path / "array.jsonl"
+    array.write_text("[1, 2]\n")
+    with pytest.raises(PrepareError, match=r"array.jsonl:1: cannot be read as JSONL: a list, not an object"):
+        prepare([array], tmp_path / "out", progress=False)
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(PrepareError, match="empty.jsonl: the file is empty"):
+        prepare([empty], tmp_path / "out", progress=False)
+    not_parquet = tmp_path / "csv-really.parquet"
+    not_parquet.write_text("title,content\na,b\n")
+    with pytest.raises(PrepareError, match=r"csv-really.parquet: cannot be read as Parquet"):
+        prepare([not_parquet], tmp_path / "out", progress=False)

@@ -1,0 +1,228 @@
+"""`python -m bench.follow`: does the demo article model follow its headline?
+
+For each held-out headline (bench/follow_headlines.tsv: news-like headlines written for this check, none of
+them in the demo corpus, each with its main noun marked by hand: the head noun of the headline's subject),
+the article model writes article openings through the served path (newsgen.generation.generate with the
+model's own decoding defaults and the watermark on, as the API answers), and we count the articles whose
+first sentence carries the headline's main noun. Reported overall and split by whether the noun occurs in
+the demo corpus at all (a noun the model never saw can only be copied). Writes bench/follow.json.
+
+A noun is carried when the first sentence (up to the first '.', '!' or '?' followed by a space, or the whole
+text) holds it as a whole word, case-insensitively, in the marked form or with/without a plural 's'/'es'.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINES = ROOT / "bench" / "follow_headlines.tsv"
+OUTPUT = ROOT / "bench" / "follow.json"
+TARGET = 0.8
+WATERMARK_KEY = 20240612  # a fixed key, so that a rerun on the same model writes the same articles
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
+WORD = re.compile(r"[a-z0-9]+")  # "senate's" holds the word "senate"
+
+
+class FollowError(Exception):
+    """Bad input to the check (the headlines file, the model), named for the user."""
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    headline: str
+    noun: str
+
+
+def read_headlines(path: Path) -> list[HeldOut]:
+    """main noun<TAB>headline per line; '#' lines and blank lines are comments. The noun must be in the
+    headline: a typo there would count as a miss forever."""
+    if not path.is_file():
+        raise FollowError(f"{path}: no such file")
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        noun, sep, headline = line.partition("\t")
+        noun, headline = noun.strip(), headline.strip()
+        if not sep or not noun or not headline:
+            raise FollowError(f"{path}:{number}: expected 'main noun<TAB>headline', got {line!r}")
+        if not carries(headline, noun):
+            raise FollowError(f"{path}:{number}: the main noun {noun!r} is not a word of the headline")
+        items.append(HeldOut(headline, noun))
+    if not items:
+        raise FollowError(f"{path}: no headlines")
+    return items
+
+
+def first_sentence(text: str) -> str:
+    text = text.strip()
+    end = SENTENCE_END.search(text)
+    return text[: end.end()] if end else text
+
+
+def noun_forms(noun: str) -> set[str]:
+    """The marked form, its plural and its singular: 'storm' -> storm, storms, stormes; 'nurses' -> nurse…"""
+    word = noun.casefold()
+    forms = {word, word + "s", word + "es"}
+    if word.endswith("es"):
+        forms.add(word[:-2])
+    if word.endswith("s"):
+        forms.add(word[:-1])
+    return forms
+
+
+def carries(text: str, noun: str) -> bool:
+    return not noun_forms(noun).isdisjoint(WORD.findall(text.casefold()))
+
+
+def corpus_words() -> set[str]:
+    """Every word of the demo corpus `make run` trains on (titles and articles)."""
+    from training.demo_corpus import demo_rows
+
+    rows = demo_rows()
+    header = next(rows)
+    title, content = header.index("title"), header.index("content")
+    words: set[str] = set()
+    for row in rows:
+        words.update(WORD.findall(f"{row[title]} {row[content]}".casefold()))
+    return words
+
+
+def corpus_titles() -> set[str]:
+    from training.demo_corpus import demo_rows
+
+    rows = demo_rows()
+    title = next(rows).index("title")
+    return {" ".join(str(row[title]).casefold().split()) for row in rows}
+
+
+def score(items: list[HeldOut], articles: list[list[str]], vocabulary: set[str]) -> dict:
+    """The figures from the articles written for each held-out headline (same order)."""
+    per_headline, hits, total = [], {"in_corpus": [0, 0], "not_in_corpus": [0, 0]}, [0, 0]
+    for item, texts in zip(items, articles, strict=True):
+        known = not noun_forms(item.noun).isdisjoint(vocabulary)
+        group = hits["in_corpus" if known else "not_in_corpus"]
+        results = []
+        for text in texts:
+            sentence = first_sentence(text)
+            carried = carries(sentence, item.noun)
+            group[0] += carried
+            group[1] += 1
+            total[0] += carried
+            total[1] += 1
+            results.append({"first_sentence": sentence, "carries_noun": carried})
+        per_headline.append(
+            {"headline": item.headline, "noun": item.noun, "noun_in_corpus": known, "articles": results}
+        )
+    return {
+        "articles": total[1],
+        "carrying_main_noun": total[0],
+        "share": round(total[0] / total[1], 4) if total[1] else None,
+        "by_noun": {
+            name: {"articles": n, "carrying_main_noun": k, "share": round(k / n, 4) if n else None}
+            for name, (k, n) in hits.items()
+        },
+        "per_headline": per_headline,
+    }
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def default_model() -> Path:
+    """Where `make run` keeps the demo article model trained on the demo corpus."""
+    from infra.local.run import DEFAULT_WORKDIR, source_key
+
+    return DEFAULT_WORKDIR / source_key(None) / "article"
+
+
+def generate_articles(
+    model: Path, headlines: list[str], samples: int, seed: int, max_new_tokens: int | None = None
+) -> tuple[list[list[str]], dict]:
+    """`samples` article openings per headline, through the served path (defaults, watermark on)."""
+    from newsgen import generation
+    from newsgen.prompt import article_prompt
+    from newsgen.schemas import GenerationParameters
+    from newsgen.watermark import GreenlistWatermark
+    from training.sample import load_local
+
+    loaded = load_local(model)
+    watermark = GreenlistWatermark(int(loaded.model.config.vocab_size), WATERMARK_KEY)
+    articles = []
+    for index, headline in enumerate(headlines):
+        params = GenerationParameters(seed=seed + index, max_new_tokens=max_new_tokens)
+        out = generation.generate(loaded, [article_prompt(headline)], n=samples, params=params, watermark=watermark)
+        articles.append([result.text for result in out.results[0]])
+    report = json.loads((model / "training_report.json").read_text())
+    described = {
+        "path": str(model),
+        "base_model": report.get("base_model"),
+        "global_step": report.get("global_step"),
+        "data_fingerprint": report.get("data_fingerprint"),
+        "decoding": generation.effective_parameters(loaded, GenerationParameters(max_new_tokens=max_new_tokens)),
+    }
+    return articles, described
+
+
+def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_tokens: int | None = None) -> dict:
+    import torch
+
+    if not (model / "training_report.json").is_file():
+        raise FollowError(f"--model {model}: no trained model there (run `make run` once, or pass --model)")
+    items = read_headlines(headlines_file)
+    in_corpus = corpus_titles().intersection(" ".join(i.headline.casefold().split()) for i in items)
+    if in_corpus:
+        raise FollowError(f"{headlines_file}: not held out, the demo corpus has {sorted(in_corpus)}")
+    started = time.perf_counter()
+    articles, described = generate_articles(model, [i.headline for i in items], samples, seed, max_new_tokens)
+    figures = score(items, articles, corpus_words())
+    return {
+        "what": "share of demo articles whose first sentence carries the held-out headline's main noun",
+        "target": TARGET,
+        "met": figures["share"] is not None and figures["share"] >= TARGET,
+        "headlines": len(items),
+        "samples_per_headline": samples,
+        "seed": seed,
+        "model": described,
+        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "generation_s": round(time.perf_counter() - started, 1),
+        **figures,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.follow", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=None, help="an article model (default: make run's demo one)")
+    parser.add_argument("--headlines", type=Path, default=HEADLINES)
+    parser.add_argument("--samples", type=int, default=2, help="articles per headline")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's, as served")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args(argv)
+    from newsgen.errors import NewsgenError
+
+    try:
+        result = run(args.model or default_model(), args.headlines, args.samples, args.seed, args.max_new_tokens)
+    except (FollowError, NewsgenError) as exc:  # a bad headlines file, a model the serving code refuses
+        raise SystemExit(f"error: {getattr(exc, 'message', None) or exc}") from None
+    args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
+    by_noun = ", ".join(f"{k} {v['share']} of {v['articles']}" for k, v in result["by_noun"].items())
+    print(f"{result['share']} of {result['articles']} articles carry the main noun ({by_noun}) → {args.output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""`python -m bench.follow` end to end on the tiny article model: the served path writes the articles and
+the JSON has the figures (the 80 % target needs the real demo training: see bench/follow.json)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import follow
+
+
+@pytest.mark.slow
+def test_follow_writes_its_figures(article_model, tmp_path):
+    headlines = tmp_path / "held-out.tsv"
+    headlines.write_text(
+        "Senate\tSenate passes sweeping budget bill after late night session\nPilots\tPilots vote to strike\n"
+    )
+    output = tmp_path / "follow.json"
+    follow.main(
+        [
+            "--model",
+            str(article_model),
+            "--headlines",
+            str(headlines),
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--output",
+            str(output),
+        ]
+    )
+    result = json.loads(output.read_text())
+    assert result["articles"] == 4 and result["headlines"] == 2
+    hits = [a["carries_noun"] for h in result["per_headline"] for a in h["articles"]]
+    assert result["carrying_main_noun"] == sum(hits) and result["share"] == sum(hits) / 4
+    assert result["met"] == (result["share"] >= follow.TARGET)
+    assert [h["noun_in_corpus"] for h in result["per_headline"]] == [True, False]  # the corpus has no pilots
+    assert result["model"]["decoding"]["do_sample"] is True and result["machine"]["cpu"]
+    again = tmp_path / "again.json"
+    follow.main(
+        [
+            "--model",
+            str(article_model),
+            "--headlines",
+            str(headlines),
+            "--samples",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--output",
+            str(again),
+        ]
+    )
+    assert json.loads(again.read_text())["per_headline"] == result["per_headline"]  # seeded: reproducible
+
+
+def test_follow_names_a_missing_model(tmp_path):
+    with pytest.raises(SystemExit, match="no trained model there"):
+        follow.main(["--model", str(tmp_path), "--output", str(tmp_path / "out.json")])
