@@ -250,3 +250,21 @@ def test_models_serve_our_clients_and_openais(api):
     for model, ours in zip(body["data"], body["models"], strict=True):
         assert model["object"] == "model" and model["owned_by"] == "newsgen"
         assert model["created"] == int(dt.datetime.fromisoformat(ours["created_at"]).timestamp())
+
+
+def test_logprobs_leave_out_special_tokens_the_text_leaves_out():
+    """A model may emit <|SEP|> or <|pad|> inside a text: decoding skips them, so their names are no part of
+    the text and must not shift the offsets of the tokens that are."""
+    from newsgen.completions import _logprobs
+    from newsgen.schemas import GeneratedText, TokenDetail
+
+    pieces = ["St", "orm", "al", " in", " L", "<|SEP|>", " new", "field"]
+    result = GeneratedText(
+        text="al in L newfield",
+        finish_reason="length",
+        generated_tokens=len(pieces),
+        tokens=[TokenDetail(id=i, text=piece, logprob=-1.0) for i, piece in enumerate(pieces)],
+    )
+    logprobs = _logprobs(result, "al in L newfield", 0)
+    assert logprobs.tokens == ["al", " in", " L", " new", "field"]
+    assert logprobs.text_offset == [0, 2, 5, 7, 11]

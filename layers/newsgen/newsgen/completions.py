@@ -55,6 +55,7 @@ from newsgen.schemas import (
     model_id,
 )
 
+SPECIAL_NAMES = frozenset({prompt.BOS, prompt.EOS, prompt.PAD, prompt.SEP})
 MAX_LOGPROBS = 5  # OpenAI's own limit for the legacy completions API
 # How `echo` joins an article to its headline: the model sees a separator token there (newsgen.prompt.SEP).
 ARTICLE_ECHO_SEPARATOR = "\n"
@@ -372,8 +373,9 @@ def _logprobs(result: GeneratedText, text: str, base: int) -> CompletionLogprobs
     """The tokens that make up `text`, with where each starts. The generated tokens spell more than `text`:
     the prompt's healed end (newsgen.processors.TokenHealing re-spells it), whitespace stripped from the start,
     the end-of-text token and whatever followed a stop sequence. Tokens wholly outside `text` are left out and
-    one that straddles its start is listed with the part inside, so the listed tokens join into `text`."""
-    tokens = result.tokens or []
+    one that straddles its start is listed with the part inside, so the listed tokens join into `text`. Special
+    tokens (a <|SEP|> the model put inside a text) are no part of the text, as decoding skips them."""
+    tokens = [t for t in result.tokens or [] if t.text not in SPECIAL_NAMES]
     generated = "".join(t.text for t in tokens)
     skipped = max(generated.find(text), 0) if text else 0
     out = CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
