@@ -10,6 +10,7 @@ save, report, plot).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -215,46 +216,63 @@ def data_collator(tokenizer):
     return DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100, pad_to_multiple_of=8)
 
 
+@contextlib.contextmanager
+def progress_bars(shown: bool):
+    """transformers' own bars (save_pretrained's shard writer) off too when the Trainer's are: disable_tqdm
+    covers only the Trainer's."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if not shown:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not shown:
+            hf_logging.enable_progress_bar()
+
+
 def fit(trainer, options: TrainOptions, *, base_model: str, extra: dict | None = None) -> dict:
     """Train (or resume), evaluate the best model, and write the output directory: the save_pretrained
     files, training_report.json and loss.png."""
-    started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=True if options.resume else None)
-    runtime = time.perf_counter() - started
-    metrics = trainer.evaluate()  # the best model's, since it was loaded at the end
-    args = trainer.args
-    report = {
-        "task": options.task,
-        "base_model": base_model,
-        "global_step": trainer.state.global_step,
-        "epochs": trainer.state.epoch,
-        "train_loss": result.training_loss,
-        "eval_loss": metrics["eval_loss"],
-        "val_perplexity": math.exp(metrics["eval_loss"]),
-        "best_checkpoint": trainer.state.best_model_checkpoint,
-        "train_examples": len(trainer.train_dataset),
-        "validation_examples": len(trainer.eval_dataset),
-        "parameters": sum(p.numel() for p in trainer.model.parameters()),
-        "precision": next(iter(precision()), "fp32"),
-        "device": str(args.device),
-        "world_size": args.world_size,
-        "runtime_s": round(runtime, 2),
-        "resumed": options.resume,
-        "data_fingerprint": fingerprint(options.data),
-        "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
-        **(extra or {}),
-        "log_history": trainer.state.log_history,
-    }
-    if trainer.is_world_process_zero():
-        trainer.save_model(str(options.output))  # model.safetensors, config, generation_config, tokenizer
-        # The Trainer pickles its arguments beside the model; the options are in the report instead, and
-        # nothing pickled may travel with an artifact.
-        Path(options.output, "training_args.bin").unlink(missing_ok=True)
-        Path(options.output, "training_report.json").write_text(json.dumps(report, indent=2))
-        plot_losses(
-            trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({base_model})"
-        )
-    return report
+    with progress_bars(options.progress):
+        started = time.perf_counter()
+        result = trainer.train(resume_from_checkpoint=True if options.resume else None)
+        runtime = time.perf_counter() - started
+        metrics = trainer.evaluate()  # the best model's, since it was loaded at the end
+        args = trainer.args
+        report = {
+            "task": options.task,
+            "base_model": base_model,
+            "global_step": trainer.state.global_step,
+            "epochs": trainer.state.epoch,
+            "train_loss": result.training_loss,
+            "eval_loss": metrics["eval_loss"],
+            "val_perplexity": math.exp(metrics["eval_loss"]),
+            "best_checkpoint": trainer.state.best_model_checkpoint,
+            "train_examples": len(trainer.train_dataset),
+            "validation_examples": len(trainer.eval_dataset),
+            "parameters": sum(p.numel() for p in trainer.model.parameters()),
+            "precision": next(iter(precision()), "fp32"),
+            "device": str(args.device),
+            "world_size": args.world_size,
+            "runtime_s": round(runtime, 2),
+            "resumed": options.resume,
+            "data_fingerprint": fingerprint(options.data),
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
+            **(extra or {}),
+            "log_history": trainer.state.log_history,
+        }
+        if trainer.is_world_process_zero():
+            trainer.save_model(str(options.output))  # model.safetensors, config, generation_config, tokenizer
+            # The Trainer pickles its arguments beside the model; the options are in the report instead, and
+            # nothing pickled may travel with an artifact.
+            Path(options.output, "training_args.bin").unlink(missing_ok=True)
+            Path(options.output, "training_report.json").write_text(json.dumps(report, indent=2))
+            plot_losses(
+                trainer.state.log_history, Path(options.output) / "loss.png", title=f"{options.task} ({base_model})"
+            )
+        return report
 
 
 def plot_losses(history: list[dict], path: Path, title: str) -> None:

@@ -106,6 +106,7 @@ def test_temperature_zero_points_to_greedy_decoding(api, temperature):
     status, body = call(api, "POST", "/v1/headlines", {"parameters": {"temperature": temperature}})
     assert status == 400, body
     assert "do_sample=false" in body["error"] and "temperature" in body["error"], body["error"]
+    assert body["error"].startswith("parameters.temperature: temperature must be at least 0.01;"), body["error"]
 
 
 class RecordingService:

@@ -177,3 +177,20 @@ def test_output_directory(model, request):
     assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "model.safetensors").is_file() and (out / "generation_config.json").is_file()
     assert not list(out.glob("*.bin"))  # the Trainer's pickled training_args.bin is removed
+
+
+def test_training_without_progress_prints_no_progress_bar(demo_data, tmp_path, capfd):
+    """make run's quiet console: no tqdm bar from the Trainer or from save_pretrained's shard writer."""
+    train(
+        TrainOptions(
+            task="headline",
+            data=demo_data,
+            output=tmp_path / "quiet",
+            max_steps=2,
+            eval_steps=2,
+            save_steps=2,
+            progress=False,
+        )
+    )
+    out, err = capfd.readouterr()
+    assert "it/s" not in out + err and "%|" not in out + err, (out + err)[-2000:]

@@ -17,7 +17,12 @@ def validation_problems(errors: Iterable[Mapping[str, Any]]) -> list[dict[str, A
     """pydantic's `exc.errors()` as {loc, msg, type}. The offending input is left out: it may be a prompt, and
     NaN would not survive JSON."""
     return [
-        {"loc": [str(part) for part in e.get("loc", ())], "msg": e.get("msg", ""), "type": e.get("type", "")}
+        {
+            "loc": [str(part) for part in e.get("loc", ())],
+            # pydantic prefixes our validators' own sentences with "Value error, "
+            "msg": e.get("msg", "").removeprefix("Value error, "),
+            "type": e.get("type", ""),
+        }
         for e in errors
     ]
 
