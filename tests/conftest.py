@@ -136,6 +136,23 @@ def service_for(tmp_path):
 
 
 @pytest.fixture
+def api(published, service_for, monkeypatch):
+    """The API handler module, serving the published tiny models."""
+    from handlers import api as module
+
+    monkeypatch.setattr(module, "service", service_for(published["bucket"]))
+    return module
+
+
+def call(api, method, path, body=None, **kwargs) -> tuple[int, dict]:
+    """One API Gateway proxy event through the handler: (status, JSON body)."""
+    import json
+
+    response = api.lambda_handler(harness.api_event(method, path, body, **kwargs), harness.LambdaContext())
+    return response["statusCode"], json.loads(response["body"])
+
+
+@pytest.fixture
 def server(published, service_for, monkeypatch):
     """The plain local server on a free loopback port, serving the published tiny models."""
     from handlers import api

@@ -4,22 +4,10 @@ import base64
 import json
 
 import pytest
+from conftest import call
 
 from infra.local.harness import LambdaContext, api_event
 from newsgen.prompt import EOS
-
-
-@pytest.fixture
-def api(published, service_for, monkeypatch):
-    from handlers import api as module
-
-    monkeypatch.setattr(module, "service", service_for(published["bucket"]))
-    return module
-
-
-def call(api, method, path, body=None, **kwargs):
-    response = api.lambda_handler(api_event(method, path, body, **kwargs), LambdaContext())
-    return response["statusCode"], json.loads(response["body"])
 
 
 def test_headlines(api):

@@ -4,22 +4,7 @@ parameters and honest provenance, and error messages that say what to do."""
 import json
 
 import pytest
-
-from infra.local.harness import LambdaContext, api_event
-
-
-@pytest.fixture
-def api(published, service_for, monkeypatch):
-    from handlers import api as module
-
-    monkeypatch.setattr(module, "service", service_for(published["bucket"]))
-    return module
-
-
-def call(api, method, path, body=None, **kwargs):
-    response = api.lambda_handler(api_event(method, path, body, **kwargs), LambdaContext())
-    return response["statusCode"], json.loads(response["body"])
-
+from conftest import call
 
 HEADLINE = "Parents in Westmere sue over night bus routes"
 

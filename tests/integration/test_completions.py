@@ -2,27 +2,12 @@
 handler with API Gateway events, on the tiny published models."""
 
 import datetime as dt
-import json
 import uuid
 
 import pytest
-
-from infra.local.harness import LambdaContext, api_event
+from conftest import call
 
 HEADLINE = "Parents in Westmere sue over night bus routes"
-
-
-@pytest.fixture
-def api(published, service_for, monkeypatch):
-    from handlers import api as module
-
-    monkeypatch.setattr(module, "service", service_for(published["bucket"]))
-    return module
-
-
-def call(api, method, path, body=None, **kwargs):
-    response = api.lambda_handler(api_event(method, path, body, **kwargs), LambdaContext())
-    return response["statusCode"], json.loads(response["body"])
 
 
 def complete(api, **request):

@@ -13,14 +13,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYSECRETKEY"
 
 
-@pytest.fixture
-def api(published, service_for, monkeypatch):
-    from handlers import api as module
-
-    monkeypatch.setattr(module, "service", service_for(published["bucket"]))
-    return module
-
-
 @pytest.mark.parametrize("log_prompts", [False, True])
 def test_prompts_are_logged_only_when_asked(api, monkeypatch, caplog, log_prompts):
     import logging

@@ -27,10 +27,25 @@ def api(published, service_for, monkeypatch):
     return call
 
 
-def article(api, seed: int, headline: str = "Harbor ferry line approved after a long debate") -> dict:
+HEADLINE = "Harbor ferry line approved after a long debate"
+
+
+def article(api, seed: int, headline: str = HEADLINE) -> dict:
     status, body = api("POST", "/v1/articles", {"headline": headline, "parameters": {**LONG, "seed": seed}})
     assert status == 200, body
     return body
+
+
+def long_article(api) -> dict:
+    """The first article, over seeds, long enough to judge: the 20-step demo article model may end a text at
+    once, depending on the session's random key."""
+    from newsgen.watermark import MIN_TOKENS
+
+    for seed in range(12):
+        body = article(api, seed)
+        if body["results"][0]["generated_tokens"] >= 3 * MIN_TOKENS:
+            return body
+    raise AssertionError("no article of 12 long enough to judge")
 
 
 def detect(api, *texts: str) -> list[dict]:
@@ -54,7 +69,7 @@ def test_every_generated_text_is_marked_and_detected_even_lightly_edited(api):
 
     key_id = load_keyring(file=api.service.settings.watermark_keys_file).current
     texts = []
-    for seed in range(8):
+    for seed in range(16):
         body = article(api, seed)
         assert body["provenance"]["watermark"] == {
             "scheme": "kgw-lefthash-1",
@@ -110,11 +125,11 @@ def test_texts_marked_before_a_key_rotation_stay_detectable(api, service_for, pu
 
     keys = tmp_path / "keys.json"
     monkeypatch.setattr(handler, "service", service_for(published["bucket"], watermark_keys_file=keys))
-    old_text = article(api, 1)["results"][0]["text"]
+    old_text = long_article(api)["results"][0]["text"]
     old = watermark.load_keyring(file=keys)
     keys.write_text(watermark.keyring_with_new_key(old).model_dump_json())
     monkeypatch.setattr(handler, "service", service_for(published["bucket"], watermark_keys_file=keys))
-    new_body = article(api, 1)
+    new_body = long_article(api)
     assert new_body["provenance"]["watermark"]["key_id"] != old.current
     old_result, new_result = detect(api, old_text, new_body["results"][0]["text"])
     assert old_result["watermarked"] and old_result["key_id"] == old.current
@@ -154,11 +169,12 @@ def test_detect_requests_are_validated(api):
 
 
 def test_batch_jobs_are_marked_and_detect_lines_check_texts(pipeline, api):
-    text = article(api, 3)["results"][0]["text"]
+    judged = long_article(api)
+    text, seed = judged["results"][0]["text"], judged["provenance"]["parameters"]["article"]["seed"]
     body = "\n".join(
         json.dumps(line)
         for line in [
-            {"id": "gen", "task": "article", "headline": "Storm closes the bridge", "parameters": {**LONG, "seed": 2}},
+            {"id": "gen", "task": "article", "headline": HEADLINE, "parameters": {**LONG, "seed": seed}},
             {"id": "check", "task": "detect", "text": text},
             {
                 "id": "human",
@@ -179,7 +195,7 @@ def test_batch_jobs_are_marked_and_detect_lines_check_texts(pipeline, api):
 def test_the_cli_detects_with_the_keyring(api, capsys, tmp_path):
     from training.cli import main
 
-    text = article(api, 5)["results"][0]["text"]
+    text = long_article(api)["results"][0]["text"]
     keys = str(api.service.settings.watermark_keys_file)
     capsys.readouterr()  # the API's own log lines
     main(["detect", "--text", text, "--keys-file", keys])
@@ -199,13 +215,14 @@ def test_peaked_sampling_is_marked_too(api):
     top-p the bias had nothing left to choose between, and such texts scored z ≈ 1. Applied before, they carry
     the mark."""
     peaked = {**LONG, "temperature": 0.3, "top_p": 0.5, "no_repeat_ngram_size": 3}  # as the demo models decode
-    texts = []
-    for seed in range(5):
+    verdicts: list[str] = []
+    for seed in range(30):  # until 2 texts are long enough to judge: a peaked sample often ends at once
         status, body = api(
             "POST", "/v1/articles", {"headline": "Storm closes the bridge", "parameters": {**peaked, "seed": seed}}
         )
         assert status == 200, body
-        texts.append(body["results"][0]["text"])
-    verdicts = [r["verdict"] for r in detect(api, *texts)]
-    judged = [v for v in verdicts if v != "too_short"]  # a text that ends at once cannot be judged
-    assert len(judged) >= 3 and set(judged) == {"watermarked"}, verdicts
+        verdicts.append(detect(api, body["results"][0]["text"])[0]["verdict"])
+        if len([v for v in verdicts if v != "too_short"]) == 2:
+            break
+    judged = [v for v in verdicts if v != "too_short"]
+    assert len(judged) == 2 and set(judged) == {"watermarked"}, verdicts
