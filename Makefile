@@ -130,6 +130,10 @@ bench: $(STAMP)  ## CPU serving benchmark, each engine in fresh processes, inter
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
 	$(PY) -m bench.run $(ARGS)
 
+.PHONY: bench-avx2
+bench-avx2: $(STAMP)  ## make bench with every engine's kernels held to AVX2 on this CPU: does the lead need AVX-512? → bench/results-avx2.json + README
+	$(MAKE) bench ARGS="--isa avx2 $(ARGS)"
+
 .PHONY: bench-cold
 bench-cold: $(STAMP)  ## cold start (fresh process → first token, int8 export in a local S3) against its floor, ≥5 rounds (FORWARD=transformers for the fallback) → bench/cold.json
 	$(PY) -m bench.cold run $(if $(FORWARD),--forward $(FORWARD))

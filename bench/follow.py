@@ -151,9 +151,17 @@ def default_model() -> Path:
 
 
 def generate_articles(
-    model: Path, headlines: list[str], samples: int, seed: int, max_new_tokens: int | None = None
+    model: Path,
+    headlines: list[str],
+    samples: int,
+    seed: int,
+    max_new_tokens: int | None = None,
+    greedy: bool = False,
+    watermark: bool = True,
 ) -> tuple[list[list[str]], dict]:
-    """`samples` article openings per headline, through the served path (defaults, watermark on)."""
+    """`samples` article openings per headline, through the served path (defaults, watermark on); with
+    `greedy`, one per headline by greedy decoding without the watermark: what the model itself prefers; without
+    `watermark`, sampled as served but unmarked (what the watermark's bias costs)."""
     from newsgen import generation
     from newsgen.prompt import article_prompt
     from newsgen.schemas import GenerationParameters
@@ -161,11 +169,15 @@ def generate_articles(
     from training.sample import load_local
 
     loaded = load_local(model)
-    watermark = GreenlistWatermark(int(loaded.model.config.vocab_size), WATERMARK_KEY)
+    marker = GreenlistWatermark(int(loaded.model.config.vocab_size), WATERMARK_KEY) if watermark else None
     articles = []
     for index, headline in enumerate(headlines):
-        params = GenerationParameters(seed=seed + index, max_new_tokens=max_new_tokens)
-        out = generation.generate(loaded, [article_prompt(headline)], n=samples, params=params, watermark=watermark)
+        if greedy:
+            params = GenerationParameters(do_sample=False, max_new_tokens=max_new_tokens)
+            out = generation.generate(loaded, [article_prompt(headline)], params=params)
+        else:
+            params = GenerationParameters(seed=seed + index, max_new_tokens=max_new_tokens)
+            out = generation.generate(loaded, [article_prompt(headline)], n=samples, params=params, watermark=marker)
         articles.append([result.text for result in out.results[0]])
     report = json.loads((model / "training_report.json").read_text())
     described = {
@@ -189,7 +201,13 @@ def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_toke
         raise FollowError(f"{headlines_file}: not held out, the demo corpus has {sorted(in_corpus)}")
     started = time.perf_counter()
     articles, described = generate_articles(model, [i.headline for i in items], samples, seed, max_new_tokens)
-    figures = score(items, articles, corpus_words())
+    vocabulary = corpus_words()
+    figures = score(items, articles, vocabulary)
+    headlines = [i.headline for i in items]
+    greedy, _ = generate_articles(model, headlines, 1, seed, max_new_tokens, greedy=True)
+    greedy_figures = score(items, greedy, vocabulary)
+    unmarked, _ = generate_articles(model, headlines, samples, seed, max_new_tokens, watermark=False)
+    unmarked_figures = score(items, unmarked, vocabulary)
     return {
         "what": "share of demo articles whose first sentence carries the held-out headline's main noun",
         "target": TARGET,
@@ -198,9 +216,18 @@ def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_toke
         "samples_per_headline": samples,
         "seed": seed,
         "model": described,
-        "machine": {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__},
+        "machine": {
+            "cpu": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "generation_s": round(time.perf_counter() - started, 1),
         **figures,
+        # The model's own preference, without sampling or the watermark's bias (both served by default).
+        "greedy_unwatermarked": {k: v for k, v in greedy_figures.items() if k != "per_headline"}
+        | {"first_sentences": [h["articles"][0]["first_sentence"] for h in greedy_figures["per_headline"]]},
+        "sampled_unwatermarked": {k: v for k, v in unmarked_figures.items() if k != "per_headline"},
     }
 
 
@@ -221,7 +248,12 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {getattr(exc, 'message', None) or exc}") from None
     args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     by_noun = ", ".join(f"{k} {v['share']} of {v['articles']}" for k, v in result["by_noun"].items())
-    print(f"{result['share']} of {result['articles']} articles carry the main noun ({by_noun}) → {args.output}")
+    greedy, unmarked = result["greedy_unwatermarked"], result["sampled_unwatermarked"]
+    print(
+        f"{result['share']} of {result['articles']} served articles carry the main noun ({by_noun}); without the "
+        f"watermark {unmarked['share']} of {unmarked['articles']}; greedy without it {greedy['share']} of "
+        f"{greedy['articles']} → {args.output}"
+    )
 
 
 if __name__ == "__main__":

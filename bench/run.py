@@ -33,6 +33,9 @@ SAMPLE_CSV = ROOT.parent / "shared" / "data" / "all-the-news-sample.csv"
 README = ROOT / "README.md"
 COLD_JSON = ROOT / "bench" / "cold.json"  # bench/cold.py's figures (not measured here)
 MARKERS = ("<!-- make bench: begin (rendered from bench/results.json) -->", "<!-- make bench: end -->")
+ISA_MARKERS = {  # the README section of each capped run, and its JSON
+    "avx2": ("<!-- make bench-avx2: begin (rendered from bench/results-avx2.json) -->", "<!-- make bench-avx2: end -->")
+}
 SHAPES = {"distilgpt2": 6, "gpt2": 12}
 PROMPT = "The city council voted on Tuesday to approve the new"  # 10 tokens after <|endoftext|>
 NEW_TOKENS = 64
@@ -52,6 +55,18 @@ RATIOS = {  # name: (numerator engine, denominator engine, figure, target on the
     "b1 greedy, ours fp32 / naive fp32": ("ours_fp32", "naive_fp32", "b1_greedy", None),
 }
 BANDWIDTH_BYTES = 1 << 30  # read per sample: well past this VM's 480 MiB L3
+# `--isa avx2`: every engine's kernels held to AVX2 on a newer CPU, through each library's own switch, to show
+# whether a lead depends on AVX-512/VNNI/AMX (Lambda's x86 fleet is not one CPU). The memory system stays this
+# machine's: a stand-in for an AVX2-only CPU's instruction set, not for its caches and bandwidth.
+ISA_CAPS = {
+    "avx2": {
+        "ATEN_CPU_CAPABILITY": "avx2",  # torch's own kernels
+        "FBGEMM_ENABLE_INSTRUCTIONS": "AVX2",  # torch's int8 matmuls (quantized::linear_dynamic)
+        "ONEDNN_MAX_CPU_ISA": "AVX2",  # oneDNN (torch's fp32 Linear on x86 may take it)
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",  # MKL's sgemm
+        "CT2_FORCE_CPU_ISA": "AVX2",  # CTranslate2
+    }
+}
 
 
 def spread(values: list[float], digits: int = 2) -> dict:
@@ -290,7 +305,7 @@ def probe(argv: list[str]) -> None:
         out = probe_ours(args["version"], args["cache"], quantize, args["reps"], args["figures"])
     else:
         out = probe_bandwidth()
-    print(json.dumps(out))
+    print(json.dumps({**out, "cpu_capability": torch.backends.cpu.get_cpu_capability()}))
 
 
 # --- the driver ---------------------------------------------------------------------------------------
@@ -331,7 +346,7 @@ def prepare_shape(shape: str, workdir: Path, figures: dict) -> dict:
     return {"size_mb": round((model_dir / "model.safetensors").stat().st_size / 1e6, 1), "args": ordered}
 
 
-def rounds_of(shape: str, prepared: dict, rounds: int, reps: int, threads: int, log) -> dict:
+def rounds_of(shape: str, prepared: dict, rounds: int, reps: int, threads: int, log, isa: str | None) -> dict:
     """Every engine in a fresh process, round by round; {engine: [one result per round]}."""
     from bench.forward import fresh_process
 
@@ -344,6 +359,8 @@ def rounds_of(shape: str, prepared: dict, rounds: int, reps: int, threads: int, 
                 continue
             load = round(os.getloadavg()[0], 2)  # the neighbours' share of the CPUs as this probe starts
             out = fresh_process("bench.run", name, {**args, "reps": reps, "threads": threads})
+            if isa and out["cpu_capability"] != isa.upper():
+                raise SystemExit(f"{name} ran with torch's {out['cpu_capability']} kernels, not the {isa} asked for")
             runs[name].append({**out, "load_average": load})
     return runs
 
@@ -453,10 +470,18 @@ def main(argv=None) -> None:
         "--threads", type=int, default=len(os.sched_getaffinity(0)), help="each engine's threads (default: all CPUs)"
     )
     parser.add_argument("--no-quality", action="store_true", help="skip the int8 perplexity check (≈ 1 min)")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument(
+        "--isa",
+        choices=sorted(ISA_CAPS),
+        default=None,
+        help="hold every engine's kernels to this instruction set (default: the CPU's best); "
+        "writes bench/results-ISA.json and its own README section",
+    )
+    parser.add_argument("--output", type=Path, default=None, help="default: bench/results.json (-ISA with --isa)")
     parser.add_argument("--readme", type=Path, default=README, help="the README whose speed section is rewritten")
     parser.add_argument("--render", action="store_true", help="only render the README section from --output")
     args = parser.parse_args(argv)
+    args.output = args.output or ROOT / "bench" / (f"results-{args.isa}.json" if args.isa else "results.json")
     if args.render:
         update_readme(args.readme, json.loads(args.output.read_text()))
         return
@@ -466,6 +491,7 @@ def main(argv=None) -> None:
         print(f"[{time.perf_counter() - started:5.0f}s] {message}", flush=True)
 
     os.environ["OMP_NUM_THREADS"] = str(args.threads)  # every probe's torch, MKL, oneDNN and CTranslate2 pool
+    os.environ.update(ISA_CAPS.get(args.isa, {}))  # before torch is imported here; the probes inherit it
     import boto3
 
     from bench.watermark import machine
@@ -473,6 +499,9 @@ def main(argv=None) -> None:
 
     os.environ.update(LOCAL_SETTINGS)
     results: dict = {"command": "make bench", "machine": {**machine(), "isa_flags": isa_flags()}}
+    if args.isa:
+        results["command"] = f"make bench-{args.isa}"
+        results["machine"]["isa_cap"] = {"isa": args.isa, "environment": ISA_CAPS[args.isa]}
     results["machine"]["threads_per_engine"] = args.threads
     results["setup"] = {
         "prompt_tokens": 10,
@@ -491,7 +520,7 @@ def main(argv=None) -> None:
             for shape in args.shapes.split(","):
                 log(f"{shape}: checkpoint, publish, CTranslate2 conversion")
                 prepared = prepare_shape(shape, workdir, figures)
-                runs = rounds_of(shape, prepared, args.rounds, args.reps, args.threads, log)
+                runs = rounds_of(shape, prepared, args.rounds, args.reps, args.threads, log, args.isa)
                 results["shapes"][shape] = {"size_mb": prepared["size_mb"], **summarise(runs), "rounds": runs}
             if not args.no_quality:
                 log("quality")
@@ -523,7 +552,19 @@ def percent(d: dict | None) -> str:
 
 def render(results: dict, cold: dict | None = None) -> str:
     m, setup = results["machine"], results["setup"]
+    cap = m.get("isa_cap")
     lines = [
+        *(
+            [
+                f"`{results['command']}`: every engine held to **{cap['isa'].upper()}** on this machine "
+                f"({', '.join(f'`{k}={v}`' for k, v in cap['environment'].items())}); each probe reported torch's "
+                f"capability as {cap['isa'].upper()}. A stand-in for an {cap['isa'].upper()}-only CPU's instruction "
+                "set; caches and memory bandwidth stay this machine's.",
+                "",
+            ]
+            if cap
+            else []
+        ),
         f"Measured on **{m['cpu_model']}** (torch's CPU capability {m['cpu_capability']}; "
         f"{', '.join(m['isa_flags']) or 'no AVX2'}), {m['cores']} CPUs, {m['threads_per_engine']} thread(s) per "
         f"engine; torch {m['torch']}, transformers {m['transformers']}; load average {m['load_average_at_start'][0]} "
@@ -567,8 +608,9 @@ def render(results: dict, cold: dict | None = None) -> str:
             f"{q['val_perplexity_int8']} ({100 * q['relative_change']:+.2f} %; target within ±2 %).",
             "",
         ]
-    lines += render_cold(cold)
-    lines.append(f"`make bench` took {results['runtime_s'] / 60:.1f} min.")
+    if not cap:
+        lines += render_cold(cold)
+    lines.append(f"`{results['command']}` took {results['runtime_s'] / 60:.1f} min.")
     return "\n".join(lines)
 
 
@@ -598,15 +640,20 @@ def read_cold() -> dict | None:
     return json.loads(COLD_JSON.read_text()) if COLD_JSON.is_file() else None
 
 
-def readme_section(readme: str) -> str:
-    """What the README holds between its bench markers."""
-    start, end = readme.index(MARKERS[0]) + len(MARKERS[0]), readme.index(MARKERS[1])
+def markers(results: dict) -> tuple[str, str]:
+    cap = results["machine"].get("isa_cap")
+    return ISA_MARKERS[cap["isa"]] if cap else MARKERS
+
+
+def readme_section(readme: str, marks: tuple[str, str] = MARKERS) -> str:
+    """What the README holds between a pair of bench markers."""
+    start, end = readme.index(marks[0]) + len(marks[0]), readme.index(marks[1])
     return readme[start:end].strip("\n")
 
 
 def update_readme(path: Path, results: dict) -> None:
-    text = path.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
+    text, (begin, end_mark) = path.read_text(), markers(results)
+    start, end = text.index(begin) + len(begin), text.index(end_mark)
     path.write_text(text[:start] + "\n" + render(results, read_cold()) + "\n" + text[end:])
 
 

@@ -6,6 +6,8 @@ Expensive things (training) happen once per session; every test gets its own buc
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -24,6 +26,12 @@ for name, value in {**harness.CREDENTIALS, **harness.LOCAL_SETTINGS}.items():
 os.environ.setdefault(
     "WATERMARK_KEYS_FILE", os.path.join(tempfile.mkdtemp(prefix="newsgen-test-"), "watermark-keys.json")
 )
+
+
+def training_cli(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m training ARGS` from the repository root, its output captured."""
+    command = [sys.executable, "-m", "training", *args]
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="session")

@@ -5,12 +5,12 @@ The stories are invented from templates; titles carry an outlet suffix (" - The 
 dataset, so the cleaning rules have work to do.
 
 What the article model should learn from it is to *follow its headline*: every article's first sentence
-restates the headline's subject, action and object, in one of several phrasings (subject first or after a
-date or place, present or past tense), so that the cheapest way to predict it is to copy from the headline,
-not to recall a template. The subjects are drawn from a wide vocabulary of news actors (institutions, groups,
-weather, companies) plus invented organisation names built from syllables, which tokenise into many
-different GPT-2 pieces: no subject is frequent enough to memorise, and the copying learned carries over to
-headlines about things the corpus never mentions.
+restates the headline, half of them word for word ("<headline>, officials said on Monday.") and the rest as its
+subject, action and object in one of several phrasings (present or past tense), so that the cheapest way to
+predict it is to copy from the headline, not to recall a template. Half the subjects are invented words
+("Dravenors", "Kelmoor Institute"), new in nearly every story and split by GPT-2 into many different pieces:
+no subject is frequent enough to memorise, and the copying learned carries over to headlines about things the
+corpus never mentions (how far it carries for `make run`'s tiny model: bench/follow.json).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 # Part of `make run`'s reuse key (infra/local/run.py): bump it with any change to what this module writes,
 # so that demo models trained on an older corpus are trained again.
-CORPUS_VERSION = 2
+CORPUS_VERSION = 3
 DEFAULT_ROWS = 3000
 DEFAULT_SEED = 7
 MIN_TITLE_WORDS = 8  # prepare's default --min-title-words
@@ -333,9 +333,16 @@ TAILS = [
     "after a late night session",
     "amid growing anger",
 ]
-# Syllables for invented names ("Kelmoor Institute"): every name is new, so only copying can predict it.
-NAME_STARTS = ["Kel", "Bran", "Ost", "Vir", "Tal", "Mor", "Quen", "Dar", "Fel", "Hal", "Lun", "Cor", "Zan", "Pell"]
-NAME_ENDS = ["moor", "wick", "dale", "ova", "ton", "aris", "ern", "ley", "ford", "ix", "ana", "holt"]
+# Invented names: a pronounceable word of two or three syllables built from these parts ("Dravenor"), new in
+# nearly every story, so that only copying from the headline can predict it. GPT-2 splits them into many
+# different pieces, so the copying learned is not tied to a few tokens and carries over to the words that
+# held-out headlines start with.
+ONSETS = ["b", "br", "c", "ch", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "kr", "l", "m", "n", "p", "pl"]
+ONSETS += ["qu", "r", "s", "sh", "st", "t", "tr", "v", "w", "z"]
+VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "y"]
+CODAS = ["", "", "", "n", "r", "l", "s", "th", "m", "nd", "rk", "x", "st"]
+INVENTED_SHARE = 0.5  # of subjects: an invented group ("Dravenors") or organisation ("Dravenor Institute")
+ORGANISATIONS = ("Group", "Council", "Association", "Society")  # for topics without kinds of their own
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 # First sentences: each starts with the headline's subject, as the headline writes it (the first thing to copy:
 # a small model learns that far sooner than finding the subject after a date or a place), then restates its
@@ -349,6 +356,15 @@ OPENINGS = [
     "{Subject} {present} {object} {tail}, local reports said on {day}.",
     "{Subject} {past} {object} late on {day}, ending weeks of uncertainty.",
 ]
+# The headline word for word, as wire copy often opens: long runs of tokens to copy, names and places included,
+# which is how a small model learns to copy at all (rather than to recall a subject it knows): most of the
+# subjects' first words are split by GPT-2 into several pieces, and only copying carries the later ones.
+VERBATIM_OPENINGS = [
+    "{headline}, officials said on {day}.",
+    "{headline}, according to a statement released on {day}.",
+    "{headline}, local reports said on {day}.",
+]
+VERBATIM_SHARE = 0.5
 MIDDLES = [
     "Supporters said the change would help about {number} residents, while critics called it rushed.",
     "The measure is expected to cost roughly {number} thousand dollars over the next two years.",
@@ -386,8 +402,20 @@ def plural_verb(present: str) -> str:
     return present[:-1]
 
 
-def invented_name(rng: random.Random, kind: str) -> str:
-    return f"{rng.choice(NAME_STARTS)}{rng.choice(NAME_ENDS)} {kind}"
+def invented_word(rng: random.Random) -> str:
+    syllables = rng.choice((2, 2, 3))
+    return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables)).capitalize()
+
+
+def subject_of(rng: random.Random, topic: Topic) -> tuple[str, bool]:
+    """A subject for this topic and whether it is singular."""
+    if rng.random() < INVENTED_SHARE:
+        if rng.random() < 0.5:
+            return invented_word(rng) + "s", False
+        return f"{invented_word(rng)} {rng.choice(topic.invented or ORGANISATIONS)}", True
+    if rng.random() < 0.5:
+        return rng.choice(topic.singular), True
+    return rng.choice(topic.plural), False
 
 
 def phrase(*parts: str) -> str:
@@ -396,13 +424,7 @@ def phrase(*parts: str) -> str:
 
 def story(rng: random.Random) -> tuple[str, str, str]:
     topic = rng.choice(TOPICS)
-    name = bool(topic.invented) and rng.random() < 0.3
-    if name:
-        subject, singular = invented_name(rng, rng.choice(topic.invented)), True
-    elif rng.random() < 0.5:
-        subject, singular = rng.choice(topic.singular), True
-    else:
-        subject, singular = rng.choice(topic.plural), False
+    subject, singular = subject_of(rng, topic)
     present, past, rest = rng.choice(topic.actions)
     if not singular:
         present = plural_verb(present)
@@ -422,6 +444,7 @@ def story(rng: random.Random) -> tuple[str, str, str]:
     if len(title.split()) < MIN_TITLE_WORDS and tail not in title:  # `prepare` drops shorter headlines
         title = phrase(title, tail)
     values = {
+        "headline": title,
         "Subject": bare,
         "present": verb_phrase,
         "past": phrase(past, rest),
@@ -432,7 +455,8 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         "reaction": rng.choice(REACTIONS),
         "number": rng.randint(2, 90) * 100,
     }
-    sentences = [rng.choice(OPENINGS), *rng.sample(MIDDLES, k=rng.randint(2, 4)), rng.choice(CLOSINGS)]
+    opening = rng.choice(VERBATIM_OPENINGS if rng.random() < VERBATIM_SHARE else OPENINGS)
+    sentences = [opening, *rng.sample(MIDDLES, k=rng.randint(2, 4)), rng.choice(CLOSINGS)]
     content = " ".join(s.format(**values) for s in sentences)
     return title, rng.choice(OUTLETS), content
 

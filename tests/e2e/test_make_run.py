@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, training_cli
 
 REQUEST_LINE = re.compile(r"^(GET|POST) (/\S*) (\d{3}) (\d+) ms$")
 
@@ -138,28 +138,14 @@ def test_quiet_console_publish_shows_at_once_and_ctrl_c_stops_everything(make_ru
     env = {**os.environ, **dict(word.split("=", 1) for word in shlex.split(export))}
     assert env["AWS_ENDPOINT_URL"] == s3
     target = ["--bucket", env["MODEL_BUCKET"], "--prefix", env["MODEL_PREFIX"], "--task", "headline"]
-    published = subprocess.run(
-        [sys.executable, "-m", "training", "publish", "--model", str(headline_model), *target, "--version", "next"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    published = training_cli("publish", "--model", str(headline_model), *target, "--version", "next", env=env)
     assert published.returncode == 0, published.stderr
     published_at = time.monotonic()
     while (seen := {m["task"]: m["version"] for m in call(f"{url}/v1/models")[1]["models"]})["headline"] != "next":
         assert time.monotonic() - published_at < 15, f"/v1/models still says {seen}"
         time.sleep(0.5)
     assert seen == {**first, "headline": "next"}
-    listing = subprocess.run(
-        [sys.executable, "-m", "training", "versions", "--task", "headline"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    listing = training_cli("versions", "--task", "headline", env=env)
     assert listing.returncode == 0, listing.stderr
     assert json.loads(listing.stdout)["latest"] == "next"
 

@@ -4,10 +4,9 @@ like the bucket, and the service reads it through the same store (MODEL_BUCKET=f
 import json
 import os
 import subprocess
-import sys
 
 import pytest
-from conftest import ROOT
+from conftest import training_cli
 
 from newsgen import s3 as s3_module
 from newsgen.errors import ModelUnavailable
@@ -71,14 +70,8 @@ def test_local_bucket_refuses_keys_outside_it(tmp_path):
 def test_mirror_cli(published, s3_endpoint, tmp_path):
     def mirror(output: str, headline_version: str) -> subprocess.CompletedProcess:
         command = ["mirror", "--bucket", published["bucket"], "--output", str(tmp_path / output)]
-        return subprocess.run(
-            [sys.executable, "-m", "training", *command, "--headline-version", headline_version],
-            cwd=ROOT,
-            env={**os.environ, "AWS_ENDPOINT_URL": s3_endpoint},
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint}
+        return training_cli(*command, "--headline-version", headline_version, env=env)
 
     out = mirror("baked", published["versions"]["headline"])
     assert out.returncode == 0, out.stderr

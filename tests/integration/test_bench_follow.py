@@ -10,6 +10,11 @@ import pytest
 from bench import follow
 
 
+def run_follow(model, headlines, output):
+    options = {"--model": model, "--headlines": headlines, "--samples": 2, "--max-new-tokens": 24, "--output": output}
+    follow.main([str(part) for option in options.items() for part in option])
+
+
 @pytest.mark.slow
 def test_follow_writes_its_figures(article_model, tmp_path):
     headlines = tmp_path / "held-out.tsv"
@@ -17,20 +22,7 @@ def test_follow_writes_its_figures(article_model, tmp_path):
         "Senate\tSenate passes sweeping budget bill after late night session\nPilots\tPilots vote to strike\n"
     )
     output = tmp_path / "follow.json"
-    follow.main(
-        [
-            "--model",
-            str(article_model),
-            "--headlines",
-            str(headlines),
-            "--samples",
-            "2",
-            "--max-new-tokens",
-            "24",
-            "--output",
-            str(output),
-        ]
-    )
+    run_follow(article_model, headlines, output)
     result = json.loads(output.read_text())
     assert result["articles"] == 4 and result["headlines"] == 2
     hits = [a["carries_noun"] for h in result["per_headline"] for a in h["articles"]]
@@ -38,21 +30,12 @@ def test_follow_writes_its_figures(article_model, tmp_path):
     assert result["met"] == (result["share"] >= follow.TARGET)
     assert [h["noun_in_corpus"] for h in result["per_headline"]] == [True, False]  # the corpus has no pilots
     assert result["model"]["decoding"]["do_sample"] is True and result["machine"]["cpu"]
+    greedy = result["greedy_unwatermarked"]  # one greedy article per headline: the model's own preference
+    assert greedy["articles"] == 2 and len(greedy["first_sentences"]) == 2
+    assert greedy["share"] == greedy["carrying_main_noun"] / 2
+    assert result["sampled_unwatermarked"]["articles"] == 4  # as served, but without the watermark's bias
     again = tmp_path / "again.json"
-    follow.main(
-        [
-            "--model",
-            str(article_model),
-            "--headlines",
-            str(headlines),
-            "--samples",
-            "2",
-            "--max-new-tokens",
-            "24",
-            "--output",
-            str(again),
-        ]
-    )
+    run_follow(article_model, headlines, again)
     assert json.loads(again.read_text())["per_headline"] == result["per_headline"]  # seeded: reproducible
 
 

@@ -11,13 +11,21 @@ from bench import run
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_readme_speed_section_is_rendered_from_results_json():
-    results = json.loads((ROOT / "bench" / "results.json").read_text())
+@pytest.mark.parametrize("name", ["results.json", "results-avx2.json"])
+def test_readme_speed_sections_are_rendered_from_their_json(name):
+    results = json.loads((ROOT / "bench" / name).read_text())
     rendered = run.render(results, run.read_cold())
-    assert run.readme_section((ROOT / "README.md").read_text()) == rendered, (
-        "README.md's `make bench` section differs from bench/results.json: `python -m bench.run --render`"
+    assert run.readme_section((ROOT / "README.md").read_text(), run.markers(results)) == rendered, (
+        f"README.md's section for bench/{name} differs from it: `python -m bench.run --render --output bench/{name}`"
     )
     assert results["machine"]["cpu_model"] in rendered
+
+
+def test_an_isa_capped_run_names_its_cap_and_has_its_own_section():
+    results = json.loads((ROOT / "bench" / "results-avx2.json").read_text())
+    assert results["machine"]["isa_cap"]["environment"] == run.ISA_CAPS["avx2"]
+    assert run.markers(results) == run.ISA_MARKERS["avx2"]
+    assert "held to **AVX2**" in run.render(results)
 
 
 def test_update_readme_replaces_only_the_marked_section(tmp_path):

@@ -4,13 +4,9 @@ import argparse
 import subprocess
 import sys
 
-from conftest import ROOT
+from conftest import ROOT, training_cli
 
-
-def run(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "training", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+run = training_cli
 
 
 def test_missing_input_file(tmp_path):
@@ -114,14 +110,7 @@ def test_versions_lists_published_versions_and_marks_latest(s3, s3_endpoint, buc
     s3.put_object(Bucket=bucket, Key="models/headline/v3/claim.json", Body=b"{}")  # an interrupted publish
     s3.put_object(Bucket=bucket, Key="models/headline/LATEST", Body=b"v1")
     env = {**os.environ, "AWS_ENDPOINT_URL": s3_endpoint, "MODEL_BUCKET": bucket}
-    result = subprocess.run(
-        [sys.executable, "-m", "training", "versions", "--task", "headline"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = training_cli("versions", "--task", "headline", env=env)
     assert result.returncode == 0, result.stderr
     listing = json.loads(result.stdout)
     assert listing["latest"] == "v1" and listing["bucket"] == bucket
@@ -131,14 +120,7 @@ def test_versions_lists_published_versions_and_marks_latest(s3, s3_endpoint, buc
     assert by_version["v1"]["created_at"] <= by_version["v2"]["created_at"]
     assert by_version["v2"]["metrics"]["val_perplexity"] > 1
     assert by_version["v3"]["status"] == "incomplete (no manifest)"
-    none = subprocess.run(
-        [sys.executable, "-m", "training", "versions", "--task", "headline"],
-        cwd=ROOT,
-        env={k: v for k, v in env.items() if k != "MODEL_BUCKET"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    none = training_cli("versions", "--task", "headline", env={k: v for k, v in env.items() if k != "MODEL_BUCKET"})
     assert none.returncode == 2 and none.stderr.strip().startswith("error: versions: set --bucket or MODEL_BUCKET")
 
 
@@ -150,14 +132,7 @@ def train_hub_base(tmp_path, **env_changes):
     env.update(HF_HOME=str(tmp_path / "hf-home"), **env_changes)  # an empty Hugging Face cache
     started = time.monotonic()
     command = ["train", "--task", "headline", "--base", "distilgpt2", "--data", str(tmp_path)]
-    result = subprocess.run(
-        [sys.executable, "-m", "training", *command, "--output", str(tmp_path / "m")],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = training_cli(*command, "--output", str(tmp_path / "m"), env=env, timeout=60)
     return result, time.monotonic() - started
 
 
