@@ -229,7 +229,29 @@ def slow_clock(monkeypatch):
     monkeypatch.setattr(time, "monotonic", lambda: start + 0.02 * next(readings))
 
 
-def test_time_budget_stops_generation_and_says_so(api, slow_clock):
+class NeverEnds:
+    """A served model whose end token's logit is -inf at every step (everything else passed through)."""
+
+    def __init__(self, model, eos: int):
+        self.model, self.eos = model, eos
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def __call__(self, **kwargs):
+        out = self.model(**kwargs)
+        out.logits[..., self.eos] = float("-inf")
+        return out
+
+
+@pytest.fixture
+def article_never_ends(api, monkeypatch):
+    """These tests are about the clock: a tiny article model may end its text before any budget runs out."""
+    loaded = api.service.store.get("article")
+    monkeypatch.setattr(loaded, "model", NeverEnds(loaded.model, loaded.tokenizer.eos_token_id))
+
+
+def test_time_budget_stops_generation_and_says_so(api, slow_clock, article_never_ends):
     """A Lambda with almost no time left still answers, with what it had: finish_reason "time"."""
     event = api_event(
         "POST",
@@ -266,7 +288,7 @@ def test_deadline_counts_from_api_gateways_request_time():
     assert seconds_left(None, 28_000) == pytest.approx(28, abs=0.2)  # no request time: the Lambda's alone
 
 
-def test_request_received_long_ago_stops_generation_early(api, slow_clock):
+def test_request_received_long_ago_stops_generation_early(api, slow_clock, article_never_ends):
     """The Lambda has its full 28 s, but API Gateway received the request 28.5 s ago (a cold start's init
     took that long): generation must stop at once, not run its full length."""
     import time
