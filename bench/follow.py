@@ -200,10 +200,9 @@ def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_toke
     if in_corpus:
         raise FollowError(f"{headlines_file}: not held out, the demo corpus has {sorted(in_corpus)}")
     started = time.perf_counter()
-    articles, described = generate_articles(model, [i.headline for i in items], samples, seed, max_new_tokens)
-    vocabulary = corpus_words()
+    headlines, vocabulary = [i.headline for i in items], corpus_words()
+    articles, described = generate_articles(model, headlines, samples, seed, max_new_tokens)
     figures = score(items, articles, vocabulary)
-    headlines = [i.headline for i in items]
     greedy, _ = generate_articles(model, headlines, 1, seed, max_new_tokens, greedy=True)
     greedy_figures = score(items, greedy, vocabulary)
     unmarked, _ = generate_articles(model, headlines, samples, seed, max_new_tokens, watermark=False)
