@@ -34,7 +34,7 @@ from infra.local import harness
 DEFAULT_WORKDIR = harness.STATE_DIR / "demo"
 # Enough steps for the tiny models to learn the prompt format and the corpus' shape on 2 CPU cores, and for the
 # article model to learn to copy the start of its headline (bench/follow.json: 600 steps at 3e-3 copied the
-# first two tokens of any headline; 300 at the default 1e-3 almost none; 900-1,500 steps gained nothing more).
+# first two tokens of any headline; 300 at the default 1e-3 almost none; 900-1,000 steps gained nothing more).
 DEMO_STEPS = {"headline": 400, "article": 600}
 DEMO_LEARNING_RATE = {"headline": None, "article": 3e-3}  # None: train's default for a model from scratch
 # Validation perplexity under which the demo models' text reads as sentences: about as unsure as a choice among
