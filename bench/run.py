@@ -552,19 +552,16 @@ def percent(d: dict | None) -> str:
 
 def render(results: dict, cold: dict | None = None) -> str:
     m, setup = results["machine"], results["setup"]
-    cap = m.get("isa_cap")
-    lines = [
-        *(
-            [
-                f"`{results['command']}`: every engine held to **{cap['isa'].upper()}** on this machine "
-                f"({', '.join(f'`{k}={v}`' for k, v in cap['environment'].items())}); each probe reported torch's "
-                f"capability as {cap['isa'].upper()}. A stand-in for an {cap['isa'].upper()}-only CPU's instruction "
-                "set; caches and memory bandwidth stay this machine's.",
-                "",
-            ]
-            if cap
-            else []
-        ),
+    cap, lines = m.get("isa_cap"), []
+    if cap:
+        isa, switches = cap["isa"].upper(), ", ".join(f"`{k}={v}`" for k, v in cap["environment"].items())
+        lines += [
+            f"`{results['command']}`: every engine held to **{isa}** on this machine ({switches}); each probe "
+            f"reported torch's capability as {isa}. A stand-in for an {isa}-only CPU's instruction set; caches and "
+            "memory bandwidth stay this machine's.",
+            "",
+        ]
+    lines += [
         f"Measured on **{m['cpu_model']}** (torch's CPU capability {m['cpu_capability']}; "
         f"{', '.join(m['isa_flags']) or 'no AVX2'}), {m['cores']} CPUs, {m['threads_per_engine']} thread(s) per "
         f"engine; torch {m['torch']}, transformers {m['transformers']}; load average {m['load_average_at_start'][0]} "
