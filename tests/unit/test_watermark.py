@@ -11,6 +11,7 @@ from newsgen import watermark
 from newsgen.watermark import (
     GreenlistWatermark,
     Keyring,
+    PromptCopies,
     WatermarkUnavailable,
     key_id,
     keyring_with_new_key,
@@ -74,6 +75,41 @@ def test_cached_green_lists_score_exactly_as_the_library(monkeypatch):
         scores = torch.randn(4, 50260, generator=generator)
         assert torch.equal(processor(ids, scores), processor.library(ids, scores))
     assert len(processor._masks) == 3
+
+
+BOS, SEP, PAD = 50256, 50258, 50259
+
+
+def test_a_copy_from_the_prompt_gets_the_bias_whatever_its_colour():
+    """Each row's prompt (left-padded) decides what continues a copy: the token after the row's last token,
+    wherever that occurs in the prompt, and after a separator the prompt's first token. Every other token is
+    marked exactly as by the plain watermark, and each row keeps its own table as rows are generated."""
+    marker = GreenlistWatermark(vocab_size=50260, key=987654321)
+    copies = PromptCopies(marker, special_ids={BOS, SEP, PAD})
+    prompts = torch.tensor([[BOS, 11, 12, 13, 12, 14, SEP], [PAD, PAD, BOS, 21, 22, 23, SEP]])
+    scores = torch.zeros(2, 50260)
+    first = copies(prompts, scores)
+    plain = marker(prompts, scores)
+    expected = plain.clone()
+    expected[0, 11] = expected[1, 21] = marker.bias  # after a separator: the prompt's first token
+    assert torch.equal(first, expected)
+    assert not marker.green_mask(SEP)[[11, 21]].all()  # with this key, a copy the plain mark would bias against
+
+    generated = torch.cat([prompts, torch.tensor([[11], [21]])], dim=1)
+    generated = torch.cat([generated, torch.tensor([[12], [22]])], dim=1)  # 12 is followed by 13 and 14
+    marked, plain = copies(generated, scores), marker(generated, scores)
+    differs = (marked != plain).nonzero().tolist()
+    assert {tuple(i) for i in differs} <= {(0, 13), (0, 14), (1, 23)}
+    assert (marked[0, [13, 14]] == marker.bias).all() and marked[1, 23] == marker.bias
+    assert marked[1, 13] == plain[1, 13]  # row 0's copies are not row 1's
+
+
+def test_without_a_copy_in_reach_the_mark_is_the_plain_one():
+    marker = GreenlistWatermark(vocab_size=50260, key=5)
+    copies = PromptCopies(marker, special_ids={BOS, SEP, PAD})
+    ids = torch.tensor([[BOS, 7, 8, 9]])  # a headline prefix: 9 occurs once, at the end, followed by nothing
+    scores = torch.randn(1, 50260)
+    assert torch.equal(copies(ids, scores), marker(ids, scores))
 
 
 def test_the_key_id_does_not_reveal_the_key():

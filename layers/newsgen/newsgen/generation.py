@@ -27,7 +27,8 @@ from typing import Any
 from newsgen.errors import InvalidRequest
 from newsgen.schemas import GeneratedText, GenerationParameters, TokenDetail
 from newsgen.store import LoadedModel
-from newsgen.tokenizer import ByteVocabulary, byte_vocabulary
+from newsgen.tokenizer import ByteVocabulary, byte_vocabulary, special_ids
+from newsgen.watermark import GreenlistWatermark, PromptCopies
 
 # One generate at a time per process: torch already uses every core, and the global RNG that `seed`
 # sets must not be shared by two requests.
@@ -88,9 +89,10 @@ def generate(
     n: int = 1,
     params: GenerationParameters | None = None,
     time_budget_s: float | None = None,
-    watermark=None,
+    watermark: GreenlistWatermark | None = None,
 ) -> Generation:
-    """`watermark`: a logits processor (newsgen.watermark) applied at every step before the sampling warpers."""
+    """`watermark`: applied at every step before the sampling warpers, never against a copy from the prompt
+    (newsgen.watermark.PromptCopies)."""
     import torch
 
     params = params or GenerationParameters()
@@ -101,6 +103,7 @@ def generate(
     if n > 1 and decoding["num_beams"] == 1 and not decoding.get("do_sample"):
         raise InvalidRequest(f"n={n} with greedy decoding would repeat one text; set do_sample=true or num_beams >= n")
 
+    marker = PromptCopies(watermark, special_ids(tokenizer)) if watermark is not None else None
     vocabulary = byte_vocabulary(tokenizer)
     # On the model's device: the CPU in Lambda; a GPU where one serves (bench/gpu.py).
     encoded, removed = encode_prompts(tokenizer, prompts, vocabulary, model.device)
@@ -135,12 +138,12 @@ def generate(
                 constraints = _constraints(vocabulary, removed, n, encoded["input_ids"].shape[1])
                 healed = [r for r in removed for _ in range(n)]
                 new_tokens, logprobs = _decode(
-                    model, tokenizer, encoded, decoding, n, params, time_budget_s, watermark, constraints, healed
+                    model, tokenizer, encoded, decoding, n, params, time_budget_s, marker, constraints, healed
                 )
             else:
                 constraints = _constraints(vocabulary, removed, decoding["num_beams"], encoded["input_ids"].shape[1])
                 new_tokens, logprobs = _beam_search(
-                    beam_model, tokenizer, encoded, decoding, n, params, extra, [*constraints, watermark]
+                    beam_model, tokenizer, encoded, decoding, n, params, extra, [*constraints, marker]
                 )
         except RuntimeError as exc:
             if "probability tensor" not in str(exc):

@@ -217,6 +217,12 @@ class ByteVocabulary:
             return found
 
 
+def special_ids(tokenizer) -> frozenset[int]:
+    """The ids of a tokenizer's special tokens, newsgen's or transformers'."""
+    own = getattr(tokenizer, "special_ids", None)
+    return own if own is not None else frozenset(tokenizer.all_special_ids)
+
+
 def byte_vocabulary(tokenizer) -> ByteVocabulary | None:
     """The byte vocabulary of a byte-level BPE tokenizer, newsgen's or transformers' fast one (the same Rust
     tokenizer underneath, cached on it); None for any other kind, which then gets neither token healing nor the

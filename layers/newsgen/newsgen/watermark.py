@@ -22,6 +22,7 @@ import math
 import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -171,6 +172,44 @@ class GreenlistWatermark:
 
         masks = torch.stack([self.green_mask(token) for token in input_ids[:, -1].tolist()])
         return scores + masks.to(scores.dtype) * self.bias
+
+
+class PromptCopies:
+    """The watermark for one generate() call, which never biases against copying from the prompt.
+
+    A token that continues a run of the prompt (it follows, somewhere in the prompt, the token generated last)
+    gets the green bias whatever its colour, and so does the prompt's first token right after a separator (an
+    article opens by restating its headline: a special token starts a text, like the prompt's own start).
+    Without this, a copied word is red three times in four and loses to green words by the whole bias: the
+    demo article model carried its headline's main noun into 36 of 100 sampled articles unmarked and 9 of 100
+    marked (bench/follow.json). Detection does not change: the few copied tokens are scored like any other.
+
+    The first call's `input_ids` are the prompts (one row per returned sequence or beam); later calls keep the
+    rows' order, so each row's copy table is built once."""
+
+    def __init__(self, watermark: GreenlistWatermark, special_ids):
+        self.watermark, self.special_ids = watermark, frozenset(special_ids)
+        self.copies: list[dict[int, list[int]]] | None = None
+
+    def _key(self, token: int) -> int:
+        return -1 if token in self.special_ids else token  # every special token is a text boundary
+
+    def _continuations(self, prompt: list[int]) -> dict[int, list[int]]:
+        table: dict[int, set[int]] = {}
+        for previous, token in pairwise(prompt):
+            if token not in self.special_ids:
+                table.setdefault(self._key(previous), set()).add(token)
+        return {key: sorted(tokens) for key, tokens in table.items()}
+
+    def __call__(self, input_ids, scores):
+        if self.copies is None:
+            self.copies = [self._continuations(row) for row in input_ids.tolist()]
+        marked = self.watermark(input_ids, scores)
+        for row, previous in enumerate(input_ids[:, -1].tolist()):
+            copies = self.copies[row].get(self._key(previous))
+            if copies:
+                marked[row, copies] = scores[row, copies] + self.watermark.bias
+        return marked
 
 
 @dataclass
