@@ -5,7 +5,9 @@ them in the demo corpus, each with its main noun marked by hand: the head noun o
 the article model writes article openings through the served path (newsgen.generation.generate with the
 model's own decoding defaults and the watermark on, as the API answers), and we count the articles whose
 first sentence carries the headline's main noun. Reported overall and split by whether the noun occurs in
-the demo corpus at all (a noun the model never saw can only be copied). Writes bench/follow.json.
+the demo corpus at all (a noun the model never saw can only be copied), and, apart from the target, for a
+second set of headlines whose nouns the corpus never uses (bench/follow_unseen_headlines.tsv). Writes
+bench/follow.json.
 
 A noun is carried when the first sentence (up to the first '.', '!' or '?' followed by a space, or the whole
 text) holds it as a whole word, case-insensitively, in the marked form or with/without a plural 's'/'es'.
@@ -23,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HEADLINES = ROOT / "bench" / "follow_headlines.tsv"
+# Headlines whose main noun the demo corpus never uses: the target is not for these (a 2-layer model trained
+# for minutes copies only words whose tokens it has learned), but their share says how far copying carries.
+UNSEEN_HEADLINES = ROOT / "bench" / "follow_unseen_headlines.tsv"
 OUTPUT = ROOT / "bench" / "follow.json"
 TARGET = 0.8
 WATERMARK_KEY = 20240612  # a fixed key, so that a rerun on the same model writes the same articles
@@ -190,7 +195,14 @@ def generate_articles(
     return articles, described
 
 
-def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_tokens: int | None = None) -> dict:
+def run(
+    model: Path,
+    headlines_file: Path,
+    samples: int,
+    seed: int,
+    max_new_tokens: int | None = None,
+    unseen_file: Path | None = None,
+) -> dict:
     import torch
 
     if not (model / "training_report.json").is_file():
@@ -207,6 +219,14 @@ def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_toke
     greedy_figures = score(items, greedy, vocabulary)
     unmarked, _ = generate_articles(model, headlines, samples, seed, max_new_tokens, watermark=False)
     unmarked_figures = score(items, unmarked, vocabulary)
+    unseen_figures = None
+    if unseen_file is not None:
+        unseen = read_headlines(unseen_file)
+        known = [i.noun for i in unseen if not noun_forms(i.noun).isdisjoint(vocabulary)]
+        if known:
+            raise FollowError(f"{unseen_file}: the demo corpus uses {known}; these headlines are for unseen nouns")
+        texts, _ = generate_articles(model, [i.headline for i in unseen], samples, seed, max_new_tokens)
+        unseen_figures = score(unseen, texts, vocabulary)
     return {
         "what": "share of demo articles whose first sentence carries the held-out headline's main noun",
         "target": TARGET,
@@ -227,6 +247,9 @@ def run(model: Path, headlines_file: Path, samples: int, seed: int, max_new_toke
         "greedy_unwatermarked": {k: v for k, v in greedy_figures.items() if k != "per_headline"}
         | {"first_sentences": [h["articles"][0]["first_sentence"] for h in greedy_figures["per_headline"]]},
         "sampled_unwatermarked": {k: v for k, v in unmarked_figures.items() if k != "per_headline"},
+        # Served as above, for headlines about subjects the corpus never names (no target).
+        "unseen_nouns": unseen_figures
+        and {k: v for k, v in unseen_figures.items() if k != "by_noun"} | {"headlines_file": str(unseen_file)},
     }
 
 
@@ -234,6 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.follow", description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="an article model (default: make run's demo one)")
     parser.add_argument("--headlines", type=Path, default=HEADLINES)
+    parser.add_argument("--unseen-headlines", type=Path, default=UNSEEN_HEADLINES, help="'' to skip")
     parser.add_argument("--samples", type=int, default=2, help="articles per headline")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--max-new-tokens", type=int, default=None, help="default: the model's, as served")
@@ -242,16 +266,25 @@ def main(argv: list[str] | None = None) -> None:
     from newsgen.errors import NewsgenError
 
     try:
-        result = run(args.model or default_model(), args.headlines, args.samples, args.seed, args.max_new_tokens)
+        result = run(
+            args.model or default_model(),
+            args.headlines,
+            args.samples,
+            args.seed,
+            args.max_new_tokens,
+            args.unseen_headlines if str(args.unseen_headlines) else None,
+        )
     except (FollowError, NewsgenError) as exc:  # a bad headlines file, a model the serving code refuses
         raise SystemExit(f"error: {getattr(exc, 'message', None) or exc}") from None
     args.output.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     by_noun = ", ".join(f"{k} {v['share']} of {v['articles']}" for k, v in result["by_noun"].items())
-    greedy, unmarked = result["greedy_unwatermarked"], result["sampled_unwatermarked"]
+    greedy, unmarked, unseen = (result[k] for k in ("greedy_unwatermarked", "sampled_unwatermarked", "unseen_nouns"))
     print(
         f"{result['share']} of {result['articles']} served articles carry the main noun ({by_noun}); without the "
         f"watermark {unmarked['share']} of {unmarked['articles']}; greedy without it {greedy['share']} of "
-        f"{greedy['articles']} → {args.output}"
+        f"{greedy['articles']}"
+        + (f"; nouns the corpus never uses {unseen['share']} of {unseen['articles']}" if unseen else "")
+        + f" → {args.output}"
     )
 
 

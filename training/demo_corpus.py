@@ -7,7 +7,10 @@ dataset, so the cleaning rules have work to do.
 What the article model should learn from it is to *follow its headline*: every article's first sentence
 restates the headline, half of them word for word ("<headline>, officials said on Monday.") and the rest as its
 subject, action and object in one of several phrasings (present or past tense), so that the cheapest way to
-predict it is to copy from the headline, not to recall a template. Half the subjects are invented words
+predict it is to copy from the headline, not to recall a template. Headlines and first sentences start with
+the bare subject ("Governor signs …", no "The"), so the word to copy is the first one. The other subjects cover
+the common actors of news (some 160 of them: professions, institutions, events), as a headline a user writes
+names one of those far more often than anything else. Half the subjects are invented words
 ("Dravenors", "Kelmoor Institute"), new in nearly every story and split by GPT-2 into many different pieces:
 no subject is frequent enough to memorise, and the copying learned carries over to headlines about things the
 corpus never mentions (how far it carries for `make run`'s tiny model: bench/follow.json).
@@ -24,7 +27,7 @@ from pathlib import Path
 
 # Part of `make run`'s reuse key (infra/local/run.py): bump it with any change to what this module writes,
 # so that demo models trained on an older corpus are trained again.
-CORPUS_VERSION = 3
+CORPUS_VERSION = 4
 DEFAULT_ROWS = 3000
 DEFAULT_SEED = 7
 MIN_TITLE_WORDS = 8  # prepare's default --min-title-words
@@ -83,7 +86,22 @@ TOPICS = (
             "The legislature",
             "The election commission",
         ),
-        plural=("State lawmakers", "Lawmakers", "Senators", "Ministers", "Regulators", "Officials", "Voters"),
+        plural=(
+            "State lawmakers",
+            "Lawmakers",
+            "Senators",
+            "Ministers",
+            "Regulators",
+            "Officials",
+            "Voters",
+            "Diplomats",
+            "Inspectors",
+            "Auditors",
+            "Councillors",
+            "Delegates",
+            "Governors",
+            "Mayors",
+        ),
         actions=(
             ("passes", "passed", ""),
             ("approves", "approved", ""),
@@ -127,8 +145,28 @@ TOPICS = (
         ),
     ),
     Topic(  # courts and police
-        singular=("A federal judge", "The supreme court", "The appeals court", "The attorney general", "The jury"),
-        plural=("Prosecutors", "Police", "Detectives", "Investigators", "Defense lawyers", "Judges"),
+        singular=(
+            "A federal judge",
+            "The supreme court",
+            "The appeals court",
+            "The attorney general",
+            "The jury",
+            "The sheriff",
+            "The coroner",
+            "The prison",
+        ),
+        plural=(
+            "Prosecutors",
+            "Police",
+            "Detectives",
+            "Investigators",
+            "Defense lawyers",
+            "Judges",
+            "Sheriffs",
+            "Guards",
+            "Officers",
+            "Witnesses",
+        ),
         actions=(
             ("blocks", "blocked", ""),
             ("upholds", "upheld", ""),
@@ -157,8 +195,40 @@ TOPICS = (
         ),
     ),
     Topic(  # business
-        singular=("The central bank", "The airline", "The automaker", "The retailer", "The chipmaker", "The startup"),
-        plural=("Investors", "Shareholders", "Banks", "Carmakers", "Oil producers", "Retailers", "Airlines"),
+        singular=(
+            "The central bank",
+            "The airline",
+            "The automaker",
+            "The retailer",
+            "The chipmaker",
+            "The startup",
+            "The brewery",
+            "The railway",
+            "The bakery",
+            "The insurer",
+            "The mine",
+            "The port",
+            "The factory",
+        ),
+        plural=(
+            "Investors",
+            "Shareholders",
+            "Banks",
+            "Carmakers",
+            "Oil producers",
+            "Retailers",
+            "Airlines",
+            "Pilots",
+            "Miners",
+            "Bakers",
+            "Brewers",
+            "Truckers",
+            "Dockworkers",
+            "Shipbuilders",
+            "Economists",
+            "Traders",
+            "Landlords",
+        ),
         actions=(
             ("raises", "raised", ""),
             ("cuts", "cut", ""),
@@ -192,8 +262,34 @@ TOPICS = (
         invented=("Group", "Motors", "Bank", "Airlines", "Energy", "Foods", "Holdings", "Systems"),
     ),
     Topic(  # science and health
-        singular=("The health ministry", "The hospital", "The university", "The space agency", "The lab"),
-        plural=("Scientists", "Researchers", "Doctors", "Nurses", "Astronomers", "Engineers", "Biologists"),
+        singular=(
+            "The health ministry",
+            "The hospital",
+            "The university",
+            "The space agency",
+            "The lab",
+            "The observatory",
+            "The clinic",
+            "The zoo",
+        ),
+        plural=(
+            "Scientists",
+            "Researchers",
+            "Doctors",
+            "Nurses",
+            "Astronomers",
+            "Engineers",
+            "Biologists",
+            "Surgeons",
+            "Pharmacists",
+            "Astronauts",
+            "Chemists",
+            "Geologists",
+            "Archaeologists",
+            "Zookeepers",
+            "Veterinarians",
+            "Paramedics",
+        ),
         actions=(
             ("discovers", "discovered", ""),
             ("warns", "warned", "of"),
@@ -222,8 +318,21 @@ TOPICS = (
         invented=("Institute", "Foundation", "Clinic", "Laboratory"),
     ),
     Topic(  # weather and disasters: plural and singular subjects alike take these actions
-        singular=("A storm", "The wildfire", "The hurricane", "A heat wave", "The blizzard", "An earthquake"),
-        plural=("Floods", "Storms", "Wildfires", "Tornadoes", "Heavy rains", "Mudslides"),
+        singular=(
+            "A storm",
+            "The wildfire",
+            "The hurricane",
+            "A heat wave",
+            "The blizzard",
+            "An earthquake",
+            "A volcano",
+            "The drought",
+            "A tornado",
+            "The flooding",
+            "A landslide",
+            "The typhoon",
+        ),
+        plural=("Floods", "Storms", "Wildfires", "Tornadoes", "Heavy rains", "Mudslides", "Firefighters", "Rescuers"),
         actions=(
             ("knocks", "knocked", "out power to"),
             ("forces", "forced", "the evacuation of"),
@@ -248,7 +357,14 @@ TOPICS = (
         ),
     ),
     Topic(  # people and society
-        singular=("The teachers union", "The tenants association", "A neighborhood group", "The church"),
+        singular=(
+            "The teachers union",
+            "The tenants association",
+            "A neighborhood group",
+            "The church",
+            "The library",
+            "The school board",
+        ),
         plural=(
             "Teachers",
             "Students",
@@ -264,6 +380,11 @@ TOPICS = (
             "Veterans",
             "Fishermen",
             "Truck drivers",
+            "Librarians",
+            "Shopkeepers",
+            "Retirees",
+            "Cyclists",
+            "Social workers",
         ),
         actions=(
             ("protests", "protested", ""),
@@ -292,8 +413,19 @@ TOPICS = (
         ),
     ),
     Topic(  # sport and culture
-        singular=("The team", "The coach", "The orchestra", "The museum", "The festival", "The league", "The club"),
-        plural=("Fans", "Players", "Organizers", "Artists", "Museum curators"),
+        singular=(
+            "The team",
+            "The coach",
+            "The orchestra",
+            "The museum",
+            "The festival",
+            "The league",
+            "The club",
+            "The theater",
+            "The stadium",
+            "The gallery",
+        ),
+        plural=("Fans", "Players", "Organizers", "Artists", "Museum curators", "Musicians", "Athletes", "Referees"),
         actions=(
             ("wins", "won", ""),
             ("loses", "lost", ""),
@@ -430,8 +562,9 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         present = plural_verb(present)
     obj, place, tail = rng.choice(topic.objects), rng.choice(PLACES), rng.choice(TAILS)
     verb_phrase = phrase(present, rest)
-    # Headlines drop a leading article ("Storm knocks out power …"), as real ones often do.
-    bare = subject.partition(" ")[2] if subject.split()[0] in ("A", "An") else subject
+    # Headlines drop a leading article ("Storm knocks out power …", "Governor signs …"), as real ones do, and
+    # the first sentence starts with the headline's own first word: the one thing a small model copies well.
+    bare = subject.partition(" ")[2] if subject.split()[0] in ("A", "An", "The") else subject
     bare = bare[0].upper() + bare[1:]
     where = rng.choice(["in", "near", "across"]) + " " + place
     form = rng.randrange(3)
