@@ -179,10 +179,16 @@ def generate_articles(
     for index, headline in enumerate(headlines):
         if greedy:
             params = GenerationParameters(do_sample=False, max_new_tokens=max_new_tokens)
-            out = generation.generate(loaded, [article_prompt(headline)], params=params)
+            out = generation.generate(loaded, [article_prompt(headline, loaded.manifest.prompt_format)], params=params)
         else:
             params = GenerationParameters(seed=seed + index, max_new_tokens=max_new_tokens)
-            out = generation.generate(loaded, [article_prompt(headline)], n=samples, params=params, watermark=marker)
+            out = generation.generate(
+                loaded,
+                [article_prompt(headline, loaded.manifest.prompt_format)],
+                n=samples,
+                params=params,
+                watermark=marker,
+            )
         articles.append([result.text for result in out.results[0]])
     report = json.loads((model / "training_report.json").read_text())
     described = {

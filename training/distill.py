@@ -21,6 +21,8 @@ from pathlib import Path
 
 from transformers import Trainer
 
+from newsgen.artifacts import prompt_format_of
+from newsgen.prompt import PROMPT_FORMAT
 from training.model import build_model, tuned_generation_config
 from training.tokenizer import base_tokenizer
 from training.train import (
@@ -125,6 +127,11 @@ def distill(options: DistillOptions) -> dict:
     if options.temperature <= 0:
         raise TrainError("--temperature must be > 0")
     check_options(options)
+    if (teacher_format := prompt_format_of(teacher_dir)) != PROMPT_FORMAT:
+        raise TrainError(
+            f"--teacher {teacher_dir} was trained in prompt format {teacher_format}, and the student learns from "
+            f"text in format {PROMPT_FORMAT} (newsgen.prompt): train the teacher again with this version"
+        )
 
     tokenizer = base_tokenizer(str(teacher_dir))  # the teacher's ids are the ones its logits speak
     train_set, eval_set = load_datasets(options, tokenizer)

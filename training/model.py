@@ -6,7 +6,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from newsgen.prompt import SEP
+from newsgen.prompt import PROMPT_FORMAT, SEP
 from training.tokenizer import TINY
 
 # Small enough to train in minutes on a laptop CPU; big enough to learn the prompt format.
@@ -67,6 +67,7 @@ def build_model(base: str, tokenizer, *, seed: int = 42):
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.pad_token_id = tokenizer.pad_token_id
     model.config.sep_token_id = tokenizer.convert_tokens_to_ids(SEP)
+    model.config.prompt_format = PROMPT_FORMAT  # the format training writes (newsgen.prompt); serving reads it
     return model
 
 

@@ -72,11 +72,15 @@ def prompt_for(loaded: LoadedModel, text: str, headline: str | None) -> tuple[st
     if loaded.task == "headline":
         if headline is not None:
             raise ValueError(f"{loaded.path} is a headline model; --headline needs an article model")
-        return headline_prompt(text), text, f"headlines starting {text!r}" if text else "headlines"
+        return (
+            headline_prompt(text, loaded.manifest.prompt_format),
+            text,
+            f"headlines starting {text!r}" if text else "headlines",
+        )
     headline = (headline or text).strip()
     if not headline:
         raise ValueError(f"{loaded.path} is an article model: give it --headline")
-    return article_prompt(headline), "", f"article openings for {headline!r}"
+    return article_prompt(headline, loaded.manifest.prompt_format), "", f"article openings for {headline!r}"
 
 
 def parameters(**values) -> GenerationParameters:

@@ -200,6 +200,42 @@ def test_manifest_of_unknown_format_or_unsafe_paths_is_refused():
         )
     with pytest.raises(UnsupportedArtifact, match="not valid JSON"):
         artifacts.parse_manifest(b"{nope")
+    assert artifacts.parse_manifest(json.dumps(good)).prompt_format == 1  # written before format 2 existed
+    assert artifacts.parse_manifest(json.dumps({**good, "prompt_format": 2})).prompt_format == 2
+    with pytest.raises(UnsupportedArtifact, match="prompt_format 3 is not one this build speaks"):
+        artifacts.parse_manifest(json.dumps({**good, "prompt_format": 3}))
+
+
+def test_a_model_is_served_in_the_prompt_format_it_was_trained_in(
+    s3, bucket, headline_model, tmp_path, service_for, monkeypatch
+):
+    """Training writes the format into config.json, publish into the manifest; a model from before (no format
+    in its config) is format 1 and gets format-1 prompts; a format this build does not know is refused."""
+    from newsgen import generation
+    from newsgen.schemas import PromptRequest
+
+    assert json.loads((headline_model / "config.json").read_text())["prompt_format"] == 2
+    old = tmp_path / "old"
+    shutil.copytree(headline_model, old)
+    config = json.loads((old / "config.json").read_text())
+    del config["prompt_format"]
+    (old / "config.json").write_text(json.dumps(config))
+    for version, path in (("v1", headline_model), ("v2", old)):
+        manifest = publish_model(path, bucket=bucket, prefix="models", task="headline", version=version, progress=False)
+        assert manifest.prompt_format == (2 if path == headline_model else 1)
+    prompts = []
+    generate = generation.generate
+    monkeypatch.setattr(
+        generation, "generate", lambda loaded, texts, **kw: prompts.append(texts) or generate(loaded, texts, **kw)
+    )
+    for version in ("v1", "v2"):
+        service = service_for(bucket, headline_model_version=version)
+        service.headlines(PromptRequest(prompt="Senate", n=1))
+    assert prompts == [["<|endoftext|> Senate"], ["<|endoftext|>Senate"]]
+    config["prompt_format"] = 3
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnsupportedArtifact, match="prompt_format 3 is not one this build speaks"):
+        publish_model(old, bucket=bucket, prefix="models", task="headline", version="v3", progress=False)
 
 
 def test_missing_model_or_dangling_latest_is_a_clear_503(s3, bucket, tmp_path, headline_model):

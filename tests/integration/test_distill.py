@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 
 import pytest
 import torch
@@ -119,6 +120,13 @@ def test_bad_options_are_refused(headline_model, demo_data, tmp_path):
         distill(
             DistillOptions(task=None, data=demo_data, output=tmp_path / "s", teacher=headline_model, student_layers=3)
         )
+    old = tmp_path / "format-1-teacher"  # trained before prompt format 2: its logits speak another format
+    shutil.copytree(headline_model, old, ignore=shutil.ignore_patterns("checkpoints"))
+    config = json.loads((old / "config.json").read_text())
+    del config["prompt_format"]
+    (old / "config.json").write_text(json.dumps(config))
+    with pytest.raises(TrainError, match="trained in prompt format 1, and the student learns from text in format 2"):
+        distill(DistillOptions(task=None, data=demo_data, output=tmp_path / "s", teacher=old))
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from newsgen.errors import (
     problem_text,
     validation_problems,
 )
-from newsgen.prompt import SPECIAL_TOKENS, Task
+from newsgen.prompt import PROMPT_FORMATS, SPECIAL_TOKENS, Task
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -93,7 +93,17 @@ class Manifest(BaseModel):
     metrics: dict[str, Any] = {}
     data_fingerprint: str | None = None
     export: str = "fp32"
+    prompt_format: int = 1  # newsgen.prompt: a manifest written before format 2 existed is format 1
     created_at: str
+
+    @field_validator("prompt_format")
+    @classmethod
+    def _spoken(cls, value: int) -> int:
+        if value not in PROMPT_FORMATS:
+            raise ValueError(
+                f"prompt_format {value} is not one this build speaks ({', '.join(map(str, PROMPT_FORMATS))})"
+            )
+        return value
 
     @field_validator("format_version", "export")
     @classmethod
@@ -222,8 +232,23 @@ def build_manifest(
         metrics=metrics or {},
         data_fingerprint=data_fingerprint,
         export=export,
+        prompt_format=prompt_format_of(model_dir),
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     )
+
+
+def prompt_format_of(model_dir: Path) -> int:
+    """The prompt format the model was trained in, from its config.json (newsgen.prompt); 1 when unnamed."""
+    try:
+        value = json.loads((Path(model_dir) / "config.json").read_text()).get("prompt_format", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1  # an unreadable config is refused, with its own message, when the model is loaded
+    if value not in PROMPT_FORMATS:
+        raise UnsupportedArtifact(
+            f"{model_dir}/config.json: prompt_format {value!r} is not one this build speaks "
+            f"({', '.join(map(str, PROMPT_FORMATS))}); update newsgen"
+        )
+    return int(value)
 
 
 def object_exists(s3, bucket: str, key: str) -> bool:

@@ -259,10 +259,10 @@ def _refuse_unsupported(request: CompletionRequest) -> None:
         )
 
 
-def _prompt_tokens(loaded, task: Task, prompts: list[str]) -> list[int]:
+def _prompt_tokens(loaded, prompts: list[str]) -> list[int]:
     """How many tokens each prompt is for the model: the prompt format's special tokens included."""
-    build = prompt.headline_prompt if task is Task.HEADLINE else prompt.article_prompt
-    return [len(loaded.tokenizer(build(p), add_special_tokens=False)["input_ids"]) for p in prompts]
+    texts = prompt.prompts_for(loaded.task, prompts, loaded.manifest.prompt_format)
+    return [len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
 
 
 def _check_request(
@@ -312,7 +312,7 @@ def complete(service, request: CompletionRequest, deadline: float | None = None)
     task, loaded, asked_version = resolve_model(service, request.model)
     prompts = request.prompts()
     params = decoding_parameters(request)
-    prompt_tokens = _prompt_tokens(loaded, task, prompts)
+    prompt_tokens = _prompt_tokens(loaded, prompts)
     _check_request(request, task, prompts, prompt_tokens, params, loaded)
     if task is Task.HEADLINE:
         responses = service.headlines_many(prompts, request.n, params, deadline)

@@ -1,10 +1,17 @@
 """The prompt format: special tokens and the texts built from them, for training and for generation alike.
 
-Headline example:  <|endoftext|>{title}<|EOS|>
-Article example:   <|endoftext|>{title}<|SEP|>{article}<|EOS|>
+Headline example:  <|endoftext|> {title}<|EOS|>
+Article example:   <|endoftext|> {title}<|SEP|> {article}<|EOS|>
 
 `<|endoftext|>` is already in GPT-2's vocabulary; the other three are added, so a tokenizer grows from
 50257 to 50260 entries and the model's embeddings are resized to match.
+
+The space before each text is prompt format 2. Format 1 had none, so a text's first word was another token than
+the same word anywhere else ("Senate" is "Sen" + "ate" at the start, " Senate" elsewhere): a model had to learn
+each word twice, and the demo article model, which copies its headline's first word, carried the main noun of
+66 of 100 held-out headlines in format 1 and 83 of 100 in format 2 (bench/follow.py). A model's format is in
+its config.json (`prompt_format`, written by training) and its manifest; a model without one is format 1, and
+is served in format 1.
 """
 
 from __future__ import annotations
@@ -46,24 +53,45 @@ def check_tokenizer(tokenizer) -> None:
         raise ValueError(f"tokenizer has no {SEP!r} token")
 
 
-def headline_prompt(prefix: str = "") -> str:
-    """The generation prompt for a headline that starts with `prefix` (possibly empty)."""
-    return BOS + prefix
+PROMPT_FORMAT = 2  # what training writes
+PROMPT_FORMATS = (1, 2)  # what this build serves
 
 
-def article_prompt(headline: str) -> str:
+def _lead(prompt_format: int) -> str:
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"prompt format {prompt_format!r} is not one this build speaks ({PROMPT_FORMATS})")
+    return " " if prompt_format >= 2 else ""
+
+
+def headline_prompt(prefix: str = "", prompt_format: int = PROMPT_FORMAT) -> str:
+    """The generation prompt for a headline that starts with `prefix` (possibly empty: then the model's first
+    token brings its own space)."""
+    return BOS + (_lead(prompt_format) + prefix if prefix else "")
+
+
+def article_prompt(headline: str, prompt_format: int = PROMPT_FORMAT) -> str:
     """The generation prompt for the opening of an article under `headline`."""
-    return BOS + headline.strip() + SEP
+    return BOS + _lead(prompt_format) + headline.strip() + SEP
 
 
-def training_text(task: Task | str, title: str, content: str | None = None) -> tuple[str, str]:
+def prompts_for(task: Task | str, inputs: list[str], prompt_format: int = PROMPT_FORMAT) -> list[str]:
+    """The generation prompts of a task's model: from headline prefixes for the headline model, from headlines
+    for the article model; serving passes the model's own format (its manifest's prompt_format)."""
+    if task == "headline":
+        return [headline_prompt(text, prompt_format) for text in inputs]
+    return [article_prompt(text, prompt_format) for text in inputs]
+
+
+def training_text(
+    task: Task | str, title: str, content: str | None = None, prompt_format: int = PROMPT_FORMAT
+) -> tuple[str, str]:
     """(prompt part, target part) of one training example. The loss of the article model covers only the
     target part; the headline model learns the whole text, so its prompt part is just BOS."""
     title = title.strip()
     if task == "headline":
-        return BOS, title + EOS
+        return BOS, _lead(prompt_format) + title + EOS
     if task == "article":
         if not content:
             raise ValueError("an article example needs content")
-        return article_prompt(title), content.strip() + EOS
+        return article_prompt(title, prompt_format), _lead(prompt_format) + content.strip() + EOS
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(Task)}")

@@ -137,30 +137,34 @@ class NewsService:
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[GenerationResponse]:
         prefixes = [p or "" for p in prompts]
-        texts = [prompt.headline_prompt(p) for p in prefixes]
-        return self._generate(Task.HEADLINE, texts, prefixes, n, params, deadline)
+        return self._generate(Task.HEADLINE, prefixes, prefixes, n, params, deadline)
 
     def articles_many(
         self, headlines: list[str], n: int, params: GenerationParameters, deadline: float | None = None
     ) -> list[GenerationResponse]:
-        texts = [prompt.article_prompt(h) for h in headlines]
-        return self._generate(Task.ARTICLE, texts, [""] * len(headlines), n, params, deadline)
+        return self._generate(Task.ARTICLE, headlines, [""] * len(headlines), n, params, deadline)
 
     def _generate(
         self,
         task: Task,
-        texts: list[str],
+        inputs: list[str],
         prefixes: list[str],
         n: int,
         params: GenerationParameters,
         deadline: float | None,
     ) -> list[GenerationResponse]:
-        """One model's texts for several prompts, in one generate call; each result after its prefix."""
+        """One model's texts for several inputs (headline prefixes, or headlines), in one generate call, each
+        result after its prefix."""
         loaded = self.model(task)
         _check_budget([("", _demand(loaded, n, params))])
         mark, info = self.watermark_for(loaded)
         out = generation.generate(
-            loaded, texts, n=n, params=params, time_budget_s=self._budget(deadline), watermark=mark
+            loaded,
+            prompt.prompts_for(loaded.task, inputs, loaded.manifest.prompt_format),
+            n=n,
+            params=params,
+            time_budget_s=self._budget(deadline),
+            watermark=mark,
         )
         refs = [ModelRef(task=task, version=loaded.version)]
         provenance = _provenance(refs, {task: out}, out.seed, info)
@@ -197,7 +201,7 @@ class NewsService:
         mark, info = self.watermark_for(headline_model)
         heads = generation.generate(
             headline_model,
-            [prompt.headline_prompt(p) for p in prefixes],
+            prompt.prompts_for(Task.HEADLINE, prefixes, headline_model.manifest.prompt_format),
             n=n,
             params=headline_params,
             time_budget_s=self._budget(deadline, share=0.3),
@@ -206,7 +210,7 @@ class NewsService:
         headlines = [_with_prefix(p, r) for p, rows in zip(prefixes, heads.results, strict=False) for r in rows]
         bodies = generation.generate(
             article_model,
-            [prompt.article_prompt(h.text) for h in headlines],
+            prompt.prompts_for(Task.ARTICLE, [h.text for h in headlines], article_model.manifest.prompt_format),
             n=1,
             params=article_params,
             time_budget_s=self._budget(deadline),
