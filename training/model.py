@@ -80,7 +80,10 @@ def tuned_generation_config(task: str, tokenizer):
         temperature=0.8,
         top_k=50,
         top_p=0.95,
-        repetition_penalty=1.1,
+        # The penalty covers the prompt too, and an article restates its headline: at 1.1 the demo article
+        # model carried its headline's main noun into 72 of 100 articles, at 1.0 into 83 (bench/follow.py).
+        # no_repeat_ngram_size still keeps an article from looping.
+        repetition_penalty=1.1 if task == "headline" else 1.0,
         no_repeat_ngram_size=3,
         max_new_tokens=32 if task == "headline" else 160,
         bos_token_id=tokenizer.bos_token_id,
