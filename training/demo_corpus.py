@@ -8,12 +8,12 @@ What the article model should learn from it is to *follow its headline*: every a
 restates the headline, half of them word for word ("<headline>, officials said on Monday.") and the rest as its
 subject, action and object in one of several phrasings (present or past tense), so that the cheapest way to
 predict it is to copy from the headline, not to recall a template. Headlines and first sentences start with
-the bare subject ("Governor signs …", no "The"), so the word to copy is the first one. The other subjects cover
-the common actors of news (some 160 of them: professions, institutions, events), as a headline a user writes
-names one of those far more often than anything else. Half the subjects are invented words
-("Dravenors", "Kelmoor Institute"), new in nearly every story and split by GPT-2 into many different pieces:
-no subject is frequent enough to memorise, and the copying learned carries over to headlines about things the
-corpus never mentions (how far it carries for `make run`'s tiny model: bench/follow.json).
+the bare subject ("Governor signs …", no "The"), so the word to copy is the first one, and the subjects are
+the common actors of news (some 160: professions, institutions, events), as a headline a user writes names
+one of those far more often than anything else. How far `make run`'s tiny model follows, for headlines the
+corpus never had and for subjects it never names: bench/follow.json. (Corpus v3 made half the subjects
+invented words, "Dravenors", for only copying to predict; a 2-layer model trained for minutes learned their
+syllables instead, and put them at the start of real subjects: "Pil" + "akers" for "Pilots".)
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 
 # Part of `make run`'s reuse key (infra/local/run.py): bump it with any change to what this module writes,
 # so that demo models trained on an older corpus are trained again.
-CORPUS_VERSION = 4
+CORPUS_VERSION = 5
 DEFAULT_ROWS = 3000
 DEFAULT_SEED = 7
 MIN_TITLE_WORDS = 8  # prepare's default --min-title-words
@@ -64,7 +64,6 @@ class Topic:
     plural: tuple[str, ...]
     actions: tuple[tuple[str, str, str], ...]
     objects: tuple[str, ...]
-    invented: tuple[str, ...] = ()  # kinds of invented organisation ("Institute"), singular subjects
 
 
 TOPICS = (
@@ -259,7 +258,6 @@ TOPICS = (
             "fuel prices",
             "the merger plan",
         ),
-        invented=("Group", "Motors", "Bank", "Airlines", "Energy", "Foods", "Holdings", "Systems"),
     ),
     Topic(  # science and health
         singular=(
@@ -315,7 +313,6 @@ TOPICS = (
             "the spread of the virus",
             "a rare comet",
         ),
-        invented=("Institute", "Foundation", "Clinic", "Laboratory"),
     ),
     Topic(  # weather and disasters: plural and singular subjects alike take these actions
         singular=(
@@ -448,7 +445,6 @@ TOPICS = (
             "the marathon",
             "a retired captain",
         ),
-        invented=("Rovers", "United", "Theatre", "Gallery"),
     ),
 )
 TAILS = [
@@ -465,16 +461,6 @@ TAILS = [
     "after a late night session",
     "amid growing anger",
 ]
-# Invented names: a pronounceable word of two or three syllables built from these parts ("Dravenor"), new in
-# nearly every story, so that only copying from the headline can predict it. GPT-2 splits them into many
-# different pieces, so the copying learned is not tied to a few tokens and carries over to the words that
-# held-out headlines start with.
-ONSETS = ["b", "br", "c", "ch", "d", "dr", "f", "fl", "g", "gr", "h", "j", "k", "kr", "l", "m", "n", "p", "pl"]
-ONSETS += ["qu", "r", "s", "sh", "st", "t", "tr", "v", "w", "z"]
-VOWELS = ["a", "e", "i", "o", "u", "ai", "ea", "ou", "y"]
-CODAS = ["", "", "", "n", "r", "l", "s", "th", "m", "nd", "rk", "x", "st"]
-INVENTED_SHARE = 0.5  # of subjects: an invented group ("Dravenors") or organisation ("Dravenor Institute")
-ORGANISATIONS = ("Group", "Council", "Association", "Society")  # for topics without kinds of their own
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 # First sentences: each starts with the headline's subject, as the headline writes it (the first thing to copy:
 # a small model learns that far sooner than finding the subject after a date or a place), then restates its
@@ -534,17 +520,8 @@ def plural_verb(present: str) -> str:
     return present[:-1]
 
 
-def invented_word(rng: random.Random) -> str:
-    syllables = rng.choice((2, 2, 3))
-    return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables)).capitalize()
-
-
 def subject_of(rng: random.Random, topic: Topic) -> tuple[str, bool]:
     """A subject for this topic and whether it is singular."""
-    if rng.random() < INVENTED_SHARE:
-        if rng.random() < 0.5:
-            return invented_word(rng) + "s", False
-        return f"{invented_word(rng)} {rng.choice(topic.invented or ORGANISATIONS)}", True
     if rng.random() < 0.5:
         return rng.choice(topic.singular), True
     return rng.choice(topic.plural), False

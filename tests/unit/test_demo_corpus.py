@@ -17,26 +17,14 @@ def test_every_article_restates_its_headline_subject(tmp_path):
     openings, verbatim = set(), 0
     for row in rows:
         title = row["title"].removeprefix(f"{row['publication']}: ").removesuffix(f" - The {row['publication']}")
-        subject = title.split()[0]  # "Senate", "Storm", "Kelmoor": the headline's first word heads its subject
+        subject = title.split()[0]  # "Senate", "Storm", "Governor": the headline's first word heads its subject
         sentence = first_sentence(row["content"])
         assert subject.casefold() in sentence.casefold().split(), (title, sentence)
-        openings.add(sentence.split()[0])
+        assert sentence.split()[0] == subject  # the first word to copy is the first word written
+        openings.add(subject)
         verbatim += sentence.startswith(title)
-    assert len(openings) > 150  # many subjects, most of them invented: copying, not recall, predicts them
+    assert len(openings) > 100  # the common actors of news, not a few subjects learned by heart
     assert 0.3 < verbatim / len(rows) < 0.7  # about half open with the headline word for word
-
-
-def test_invented_subjects_are_new_words_split_into_many_pieces():
-    import random
-
-    from training.tokenizer import gpt2_tokenizer_offline
-
-    tokenizer, rng = gpt2_tokenizer_offline(), random.Random(1)
-    words = [demo_corpus.invented_word(rng) for _ in range(300)]
-    pieces = [tokenizer.tokenize(word) for word in words]
-    assert len(set(words)) > 280
-    assert sum(len(p) > 1 for p in pieces) > 250  # as most held-out headlines' first words are
-    assert len({piece for p in pieces for piece in p}) > 300  # not a few tokens to learn by heart
 
 
 def test_the_corpus_is_deterministic_and_make_runs_key_follows_it(monkeypatch):
