@@ -433,13 +433,14 @@ def test_prompts_ending_mid_word_or_in_a_space_are_healed(api, parameters):
     """Issue 16: "Teachers " gave a double space and "Storm" a word glued on after the prompt's last token. The
     prompt's end is spelled again by the model's first tokens (token healing), so the text after a space starts
     with a word and a mid-word prompt ends its word with a token the model chose for it."""
-    for text, spelled in (("Teachers ", " "), ("Storm", "Storm")):
+    # In prompt format 2 a first word is backed up with the space the format puts before it.
+    for text, spelled in (("Teachers ", " "), ("Storm", " Storm")):
         request = {"prompt": text, "parameters": {"details": True, "max_new_tokens": 8, **parameters}}
         status, body = call(api, "POST", "/v1/headlines", request)
         assert status == 200, body
         result = body["results"][0]
         assert result["text"].startswith(text.strip()) and "  " not in result["text"], result
-        # The first tokens spell the prompt's end again ("St" "orm…" or "Storm…"), and the text goes on from them.
+        # The first tokens spell the prompt's end again (" St" "orm…" or " Storm…"), and the text goes on from them.
         pieces = "".join(t["text"] for t in result["tokens"] if t["text"] != EOS)
         assert pieces.startswith(spelled), result["tokens"]
         assert result["text"] == (text + pieces[len(spelled) :]).strip()

@@ -121,7 +121,7 @@ def test_article_labels_mask_the_headline_part():
     example = encode("article", {"title": title, "content": content}, tokenizer, max_length=256)
 
     ids = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    prompt, target = ids(BOS + title + SEP), ids(content + EOS)
+    prompt, target = ids(BOS + " " + title + SEP), ids(" " + content + EOS)  # prompt format 2
     assert prompt[0] == tokenizer.bos_token_id and prompt[-1] == tokenizer.convert_tokens_to_ids(SEP)
     assert target[-1] == tokenizer.eos_token_id
     assert example["input_ids"] == prompt + target
