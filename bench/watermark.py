@@ -130,12 +130,21 @@ class NoEOS:
 
     def __init__(self, model, eos: int):
         self.model, self.eos = model, eos
-        self.config, self.generation_config = model.config, model.generation_config
+
+    def __getattr__(self, name: str):  # config, generation_config, device, new_cache …
+        return getattr(self.model, name)
 
     def __call__(self, **kwargs):
         out = self.model(**kwargs)
         out.logits[..., self.eos] = float("-inf")
         return out
+
+
+def prompts_of(loaded, texts: list[str]) -> list[str]:
+    """The model's prompts in its own prompt format (a model reused from an earlier run may be format 1)."""
+    from newsgen import prompt
+
+    return prompt.prompts_for(loaded.task, texts, loaded.manifest.prompt_format)
 
 
 def load_tiny(path: Path, task: str):
@@ -405,8 +414,8 @@ def watermark_last():
 
     original = generation._processors
 
-    def last(decoding, watermark=None):
-        processors = original(decoding, None)
+    def last(decoding, watermark=None, constraints=()):
+        processors = original(decoding, None, constraints)
         if watermark is not None:
             processors.append(watermark)
         return processors
@@ -861,7 +870,7 @@ def main(argv=None) -> None:
     fpr: dict = {}
     for name, (loaded, _, _) in models.items():
         heads = prompts_for[name]
-        article_prompts = [prompt.article_prompt(h) for h in heads]
+        article_prompts = prompts_of(loaded, heads)
         runner = no_eos(loaded)
         generated[name] = {}
         for marked in (True, False):
@@ -898,7 +907,7 @@ def main(argv=None) -> None:
             log(f"{name}: {args.n} texts at bias {other_bias}")
             texts = generate_texts(
                 no_eos(loaded),
-                [prompt.article_prompt(h) for h in prompts_for[name]],
+                prompts_of(loaded, prompts_for[name]),
                 seed=SEED,
                 watermark=sweep_wm,
                 max_new_tokens=GEN_TOKENS,
@@ -931,7 +940,7 @@ def main(argv=None) -> None:
         for i in range(0, args.n, 40):  # 40 headlines per call, from the empty prefix as /v1/news does
             heads += generate_texts(
                 headline_loaded,
-                [prompt.headline_prompt("")],
+                prompts_of(headline_loaded, [""]),
                 n=min(40, args.n - i),
                 seed=SEED + 20_000 + i + (0 if marked else 1),
                 watermark=green if marked else None,
@@ -939,7 +948,7 @@ def main(argv=None) -> None:
         headline_texts = [h.text.strip() for h in heads]
         bodies = generate_texts(
             article_loaded,
-            [prompt.article_prompt(h) for h in headline_texts],
+            prompts_of(article_loaded, headline_texts),
             seed=SEED + 30_000 + (0 if marked else 1),
             watermark=green if marked else None,
         )
@@ -1010,8 +1019,8 @@ def main(argv=None) -> None:
     # 4a: perplexity cost -------------------------------------------------------------------------------------------------
     log("perplexity of watermarked vs unwatermarked generations (fp32, unwatermarked model)")
     cost: dict = {"perplexity": {}}
-    for name, (_, fp32, _) in models.items():
-        ps = [prompt.article_prompt(h) for h in prompts_for[name]]
+    for name, (loaded, fp32, _) in models.items():
+        ps = prompts_of(loaded, prompts_for[name])
         w = perplexity(fp32, tokenizer, ps, generated[name]["wm"], 200)
         p = perplexity(fp32, tokenizer, ps, generated[name]["plain"], 200)
         cost["perplexity"][name] = {
@@ -1029,8 +1038,8 @@ def main(argv=None) -> None:
             cost["perplexity"][name]["human_articles_first_200_tokens"] = perplexity(
                 fp32,
                 tokenizer,
-                [prompt.article_prompt(r["headline"]) for r in human],
-                [r["content"] for r in human],
+                prompts_of(loaded, [r["headline"] for r in human]),
+                [" " * (loaded.manifest.prompt_format >= 2) + r["content"] for r in human],  # as trained
                 200,
             )
     results["cost"] = cost
@@ -1041,7 +1050,7 @@ def main(argv=None) -> None:
     synth = SynthID(synthid_keys, table_seed)  # the library processor: greedy, scoring
     synth_fast = SynthID(synthid_keys, table_seed, candidates_only=True)  # the same keys and table: sampling
     loaded = models["demo_article"][0]
-    sprompts = [prompt.article_prompt(h) for h in prompts_for["demo_article"][: args.n_synthid]]
+    sprompts = prompts_of(loaded, prompts_for["demo_article"][: args.n_synthid])
     with watermark_last():
         stexts = [
             t.text

@@ -89,10 +89,10 @@ def generate(
     n: int = 1,
     params: GenerationParameters | None = None,
     time_budget_s: float | None = None,
-    watermark: GreenlistWatermark | None = None,
+    watermark: GreenlistWatermark | Any = None,
 ) -> Generation:
-    """`watermark`: applied at every step before the sampling warpers, never against a copy from the prompt
-    (newsgen.watermark.PromptCopies)."""
+    """`watermark`: applied at every step before the sampling warpers; the green-list watermark never against a
+    copy from the prompt (newsgen.watermark.PromptCopies), another processor (the bench's SynthID) as it is."""
     import torch
 
     params = params or GenerationParameters()
@@ -103,7 +103,7 @@ def generate(
     if n > 1 and decoding["num_beams"] == 1 and not decoding.get("do_sample"):
         raise InvalidRequest(f"n={n} with greedy decoding would repeat one text; set do_sample=true or num_beams >= n")
 
-    marker = PromptCopies(watermark, special_ids(tokenizer)) if watermark is not None else None
+    marker = PromptCopies(watermark, special_ids(tokenizer)) if isinstance(watermark, GreenlistWatermark) else watermark
     vocabulary = byte_vocabulary(tokenizer)
     # On the model's device: the CPU in Lambda; a GPU where one serves (bench/gpu.py).
     encoded, removed = encode_prompts(tokenizer, prompts, vocabulary, model.device)
