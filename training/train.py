@@ -232,9 +232,21 @@ def progress_bars(shown: bool):
             hf_logging.enable_progress_bar()
 
 
+def expect_tied_weights_missing(model) -> None:
+    """A tied output head (GPT-2's lm_head is its embedding matrix) is saved once, as the embeddings, so every
+    checkpoint lacks it by design. Loading the best checkpoint at the end (or resuming), the Trainer re-ties it
+    without a word when the missing keys are the model's `_keys_to_ignore_on_save`, and otherwise warns "There
+    were missing keys in the checkpoint model loaded: ['lm_head.weight']" — which transformers 5 always does,
+    since it leaves that set empty. Name the tied keys there: save_pretrained skips them anyway."""
+    tied = set(getattr(model, "all_tied_weights_keys", None) or ())
+    if tied:
+        model._keys_to_ignore_on_save = set(model._keys_to_ignore_on_save or ()) | tied
+
+
 def fit(trainer, options: TrainOptions, *, base_model: str, extra: dict | None = None) -> dict:
     """Train (or resume), evaluate the best model, and write the output directory: the save_pretrained
     files, training_report.json and loss.png."""
+    expect_tied_weights_missing(trainer.model)
     with progress_bars(options.progress):
         started = time.perf_counter()
         result = trainer.train(resume_from_checkpoint=True if options.resume else None)

@@ -194,3 +194,20 @@ def test_training_without_progress_prints_no_progress_bar(demo_data, tmp_path, c
     )
     out, err = capfd.readouterr()
     assert "it/s" not in out + err and "%|" not in out + err, (out + err)[-2000:]
+
+
+def test_training_says_nothing_of_the_tied_output_head(demo_data, tmp_path, capfd):
+    """GPT-2's lm_head is its embedding matrix, saved once: loading the best checkpoint at the end must not
+    report it as a missing key, and the saved model is still the tied one."""
+    from safetensors import safe_open
+    from transformers import GPT2LMHeadModel
+
+    out = tmp_path / "tied"
+    train(TrainOptions(task="headline", data=demo_data, output=out, max_steps=2, eval_steps=2, save_steps=2))
+    _, err = capfd.readouterr()
+    assert "missing keys" not in err, err[-2000:]
+    with safe_open(out / "model.safetensors", "pt") as saved:
+        keys = set(saved.keys())
+    assert "lm_head.weight" not in keys and "transformer.wte.weight" in keys
+    model = GPT2LMHeadModel.from_pretrained(out)
+    assert model.lm_head.weight.data_ptr() == model.transformer.wte.weight.data_ptr()
