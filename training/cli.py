@@ -150,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--lines", action="store_true", help="with --file: each non-blank line is a text")
     keys = w.add_mutually_exclusive_group(required=True)
     keys.add_argument("--keys-file", type=Path, help="a keyring file (make run's: .newsgen/watermark-keys.json)")
-    keys.add_argument("--keys-parameter", help="the SSM SecureString parameter of a deployed stack")
+    keys.add_argument("--keys-secret", help="a deployed stack's WatermarkKeysSecret output (Secrets Manager)")
+    keys.add_argument("--keys-parameter", help="the SSM SecureString parameter of a stack deployed with one")
     w.add_argument(
         "--model",
         type=Path,
@@ -332,7 +333,13 @@ def run(args: argparse.Namespace) -> object:
         if texts is None:
             content = args.file.read_text(encoding="utf-8")
             texts = [line for line in content.splitlines() if line.strip()] if args.lines else [content]
-        return detect(texts, keys_file=args.keys_file, keys_parameter=args.keys_parameter, model=args.model)
+        return detect(
+            texts,
+            keys_file=args.keys_file,
+            keys_parameter=args.keys_parameter,
+            keys_secret=args.keys_secret,
+            model=args.model,
+        )
     if args.command == "watermark-keys":
         from newsgen import watermark
 

@@ -9,13 +9,18 @@ from newsgen import watermark
 
 
 def detect(
-    texts: list[str], *, keys_file: Path | None = None, keys_parameter: str | None = None, model: Path | None = None
+    texts: list[str],
+    *,
+    keys_file: Path | None = None,
+    keys_parameter: str | None = None,
+    keys_secret: str | None = None,
+    model: Path | None = None,
 ) -> list[dict]:
     if keys_file is not None and not Path(keys_file).is_file():
         raise FileNotFoundError(
             f"--keys-file {keys_file}: no such file (make run creates .newsgen/watermark-keys.json)"
         )
-    ring = watermark.load_keyring(keys_parameter or "", keys_file)
+    ring = watermark.load_keyring(keys_parameter or "", keys_file, secret=keys_secret or "")
     if model is not None:
         from transformers import AutoTokenizer
 

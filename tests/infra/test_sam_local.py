@@ -12,7 +12,8 @@ def test_env_vars_are_the_harness_environment_of_each_function():
         assert set(env[f.logical_id]) >= set(f.environment)  # the template's variables, some set for here
         assert env[f.logical_id]["AWS_ENDPOINT_URL"] == "http://172.17.0.1:5001"
         assert env[f.logical_id]["MODEL_BUCKET"] == h.MODEL_BUCKET
-        assert env[f.logical_id]["WATERMARK_KEYS_PARAMETER"] == ""  # a keyring made in the container
+        for variable in ("WATERMARK_KEYS_PARAMETER", "WATERMARK_KEYS_SECRET"):  # a keyring made in the container
+            assert env[f.logical_id][variable] == "", variable
     assert env[h.functions()["batch-dispatch"].logical_id]["BATCH_QUEUE_URL"] == "http://queue"
 
 

@@ -3,6 +3,7 @@ with the code it deploys."""
 
 import fnmatch
 import importlib
+import json
 import re
 import subprocess
 import sys
@@ -27,10 +28,21 @@ def resources(template, kind):
     return {name: r for name, r in template["Resources"].items() if r["Type"] == kind}
 
 
+def alternatives(statements) -> list[dict]:
+    """Policy statements with each Fn::If replaced by both of its branches: either may be deployed."""
+    out = []
+    for statement in as_list(statements):
+        if set(statement) == {"Fn::If"}:
+            out += alternatives([b for b in statement["Fn::If"][1:] if b != {"Ref": "AWS::NoValue"}])
+        else:
+            out.append(statement)
+    return out
+
+
 def statements(function) -> list[dict]:
     out = []
     for policy in function["Properties"].get("Policies", []):
-        out.extend(policy.get("Statement", []) if isinstance(policy, dict) else [])
+        out.extend(alternatives(policy.get("Statement", [])) if isinstance(policy, dict) else [])
     return out
 
 
@@ -313,7 +325,7 @@ def test_sam_transform_output(transformed):
     roles = [r["Properties"] for r in out.values() if r["Type"] == "AWS::IAM::Role"]
     for role in roles:  # SAM's own additions (SQS polling, X-Ray, logs) are scoped managed policies, no "*" S3
         for policy in role.get("Policies", []):
-            for statement in policy["PolicyDocument"]["Statement"]:
+            for statement in alternatives(policy["PolicyDocument"]["Statement"]):
                 for action in as_list(statement["Action"]):
                     assert not (action.startswith("s3:") and statement.get("Resource") == "*"), statement
 
@@ -342,7 +354,8 @@ def test_iam_least_privilege(template):
             assert as_list(statement["Action"]) == ["s3:ListBucket"] and statement["Effect"] == "Allow", name
             assert statement["Condition"] == {"StringLike": {"s3:prefix": {"Fn::Sub": "${ModelPrefix}/*"}}}, name
     api_actions = {a for s in statements(functions["ApiFunction"]) for a in as_list(s["Action"])}
-    assert api_actions == {"s3:GetObject", "ssm:GetParameter"}  # the API reads models and the watermark keyring
+    # The API reads models and the watermark key (the stack's secret, or the deployer's SSM parameter).
+    assert api_actions == {"s3:GetObject", "secretsmanager:GetSecretValue", "ssm:GetParameter"}
 
 
 def test_buckets_encrypted_and_private(template):
@@ -529,7 +542,8 @@ def mapping_of(out: dict, function: str) -> dict:
 def role_statements(out: dict, function: str) -> list[dict]:
     """Every inline policy statement of a function's execution role (SAM's and the template's)."""
     role = out[function]["Properties"]["Role"]["Fn::GetAtt"][0]
-    return [s for p in out[role]["Properties"].get("Policies", []) for s in as_list(p["PolicyDocument"]["Statement"])]
+    policies = out[role]["Properties"].get("Policies", [])
+    return [s for p in policies for s in alternatives(p["PolicyDocument"]["Statement"])]
 
 
 def arn_text(resource) -> str:
@@ -695,25 +709,39 @@ def test_no_function_can_write_the_inputs(transformed):
                 assert not fnmatch.fnmatchcase("batch/in/a/prompts.jsonl", key), (function, statement)
 
 
-def test_only_the_generating_functions_read_the_watermark_keyring_and_only_that_parameter(transformed):
-    stack = deployed(transformed, {})
-    parameter = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${WatermarkKeysParameter}"
+SSM_KEYRING = "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter${WatermarkKeysParameter}"
+
+
+@pytest.mark.parametrize(
+    "keys_parameter, action, resource, secret",
+    [
+        ("", "secretsmanager:GetSecretValue", {"Ref": "WatermarkKeys"}, {"Ref": "WatermarkKeys"}),
+        ("/newsgen/watermark-keys", "ssm:GetParameter", {"Fn::Sub": SSM_KEYRING}, ""),
+    ],
+)
+def test_only_the_generating_functions_read_the_watermark_key_and_only_that_one(
+    transformed, keys_parameter, action, resource, secret
+):
+    """By default the stack's own secret; with WatermarkKeysParameter, the deployer's SSM parameter instead."""
+    stack = deployed(transformed, {"WatermarkKeysParameter": keys_parameter})
+    assert ("WatermarkKeys" in stack["Resources"]) is (keys_parameter == "")
     for name, body in stack["Resources"].items():
         if body["Type"] != "AWS::Lambda::Function":
             continue
-        ssm = [
+        reads = [
             s
             for s in function_statements(stack, name)
-            if any(a.lower().startswith("ssm:") for a in as_list(s["Action"]))
+            if any(a.lower().split(":")[0] in ("ssm", "secretsmanager", "kms") for a in as_list(s["Action"]))
         ]
         if name in ("ApiFunction", "BatchWorkerFunction"):  # they generate, so they mark
-            assert len(ssm) == 1 and as_list(ssm[0]["Action"]) == ["ssm:GetParameter"], (name, ssm)
-            assert ssm[0]["Resource"] == {"Fn::Sub": parameter}, (name, ssm)
+            assert len(reads) == 1 and as_list(reads[0]["Action"]) == [action], (name, reads)
+            assert reads[0]["Resource"] == resource, (name, reads)
         else:
-            assert ssm == [], (name, ssm)
+            assert reads == [], (name, reads)
         variables = body["Properties"]["Environment"]["Variables"]
         assert variables["WATERMARK"] == {"Ref": "Watermark"}
         assert variables["WATERMARK_KEYS_PARAMETER"] == {"Ref": "WatermarkKeysParameter"}
+        assert variables["WATERMARK_KEYS_SECRET"] == secret
 
 
 def test_the_watermark_is_on_unless_the_deployment_says_otherwise(template):
@@ -722,4 +750,76 @@ def test_the_watermark_is_on_unless_the_deployment_says_otherwise(template):
         "true",
         "false",
     ]
-    assert parameters["WatermarkKeysParameter"]["Default"].startswith("/")
+    pattern = re.compile(parameters["WatermarkKeysParameter"]["AllowedPattern"])
+    assert parameters["WatermarkKeysParameter"]["Default"] == "" and pattern.fullmatch("")
+    assert pattern.fullmatch("/newsgen/watermark-keys") and not pattern.fullmatch("newsgen")
+
+
+def test_the_stack_generates_a_watermark_seed_the_library_reads(template):
+    """The secret's generated value is what newsgen.watermark parses as a seed."""
+    from newsgen.watermark import SEED_SCHEME
+
+    secret = template["Resources"]["WatermarkKeys"]
+    generate = secret["Properties"]["GenerateSecretString"]
+    assert json.loads(generate["SecretStringTemplate"]) == {"scheme": SEED_SCHEME}
+    assert generate["GenerateStringKey"] == "seed" and generate["PasswordLength"] >= 32
+    assert secret["DeletionPolicy"] == "Retain"  # texts already marked stay detectable
+
+
+# --- what a deploy with the defaults needs that it does not create ----------------------------------------
+# An environment variable that names something a function reads: a bucket, a queue, a parameter, a secret…
+EXTERNAL = re.compile(r"(BUCKET|QUEUE|PARAMETER|SECRET|TABLE|TOPIC|STREAM)(_URL|_ARN|_NAME)?$")
+
+
+def required_at_deploy(parameter: dict) -> bool:
+    """CloudFormation refuses the deploy until someone gives it a value: no default, or an empty default that
+    its own checks reject."""
+    if "Default" not in parameter:
+        return True
+    pattern = parameter.get("AllowedPattern")
+    rejects_empty = int(parameter.get("MinLength", 0)) > 0 or (pattern is not None and not re.match(pattern, ""))
+    return str(parameter["Default"]) == "" and rejects_empty
+
+
+def unprovided(value, stack: dict, parameters: dict) -> list[str]:
+    """What a variable's value points at that the stack neither creates nor makes someone give at deploy."""
+    if resolve(value, stack["Parameters"], {}) == "":
+        return []  # the function reads nothing there (e.g. an optional parameter left empty)
+    names = references(value) - PSEUDO_PARAMETERS
+    if not names:
+        return [f"{value!r} names nothing the stack creates"]
+    return [
+        name
+        for name in names
+        if name not in stack["Resources"] and not (name in parameters and required_at_deploy(parameters[name]))
+    ]
+
+
+def test_a_deploy_with_the_defaults_creates_everything_its_functions_read(transformed):
+    """`sam build && sam deploy --guided`, accepting every default, must answer: each bucket, queue, parameter
+    or secret a function is told to read is a resource of the stack or a parameter CloudFormation makes the
+    deployer give."""
+    stack = deployed(transformed, {})
+    checked = set()
+    for name, body in stack["Resources"].items():
+        if body["Type"] != "AWS::Lambda::Function":
+            continue
+        for variable, value in body["Properties"]["Environment"]["Variables"].items():
+            if EXTERNAL.search(variable):
+                checked.add(variable)
+                assert not unprovided(value, stack, transformed["Parameters"]), (name, variable, value)
+    assert {"MODEL_BUCKET", "RESULTS_BUCKET", "BATCH_QUEUE_URL", "WATERMARK_KEYS_PARAMETER"} <= checked
+
+
+@pytest.mark.parametrize(
+    "parameter, verdict",
+    [
+        ({"Type": "String"}, True),
+        ({"Type": "String", "Default": ""}, False),
+        ({"Type": "String", "Default": "", "AllowedPattern": "^.+$"}, True),
+        ({"Type": "String", "Default": "", "MinLength": 1}, True),
+        ({"Type": "String", "Default": "/newsgen/keys"}, False),
+    ],
+)
+def test_required_at_deploy_tells_a_given_parameter_from_a_default(parameter, verdict):
+    assert required_at_deploy(parameter) is verdict

@@ -233,11 +233,13 @@ class NewsService:
 
     # --- watermark ------------------------------------------------------------------------------------
     def keyring(self) -> watermark.Keyring:
-        """Read once per container (SSM or a local file); a failure is retried by the next request."""
+        """Read once per container (Secrets Manager, SSM or a local file); a failure is retried by the next request."""
         with self._watermark_lock:
             if self._keyring is None:
                 self._keyring = watermark.load_keyring(
-                    self.settings.watermark_keys_parameter, self.settings.watermark_keys_file
+                    self.settings.watermark_keys_parameter,
+                    self.settings.watermark_keys_file,
+                    secret=self.settings.watermark_keys_secret,
                 )
             return self._keyring
 

@@ -72,6 +72,11 @@ class Settings(BaseSettings):
         "the model's own choices; detection does not depend on it. Models with more varied text than the demo "
         "ones are detectable at 2.0 (make bench-watermark).",
     )
+    watermark_keys_secret: str = Field(
+        "",
+        description="Secrets Manager secret (ARN or name) holding the seed the stack generated, or a keyring "
+        "(deployed; read before the parameter).",
+    )
     watermark_keys_parameter: str = Field("", description="SSM SecureString parameter holding the keyring (deployed).")
     watermark_keys_file: Path | None = Field(None, description="A local keyring file, created on first use.")
     # Batch jobs. A chunk is at most this many lines and this many tokens of generation (n × max_new_tokens

@@ -10,8 +10,10 @@ tokenizer, not the model, and does not depend on the bias.
 
 Keys live in a keyring: `{"current": "<key id>", "keys": {"<key id>": <int>, ...}}`. Generation uses the
 current key; detection tries every key, so texts marked before a rotation stay detectable. The key id (a
-hash of the key) goes into each response's provenance; the key never leaves the keyring. Deployed, the keyring
-is an SSM SecureString parameter read at init; locally, a file created once.
+hash of the key) goes into each response's provenance; the key never leaves the keyring. Deployed, it is read at
+init from the Secrets Manager secret the stack generates (a seed, `{"scheme": SEED_SCHEME, "seed": "..."}`,
+from which one key is derived; a keyring stored there instead is read as it is) or from an SSM SecureString
+parameter the deployer made; locally, a file created once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Literal, get_args
 
 from pydantic import BaseModel, Field
 
@@ -36,6 +38,8 @@ BIAS = 4.0  # the demo models are nearly deterministic: at 2.0, applied last, th
 Z_THRESHOLD = 3.0  # one-sided p ≈ 0.0013 per key: under the 1 % false-positive target even over several keys
 MIN_TOKENS = 16  # fewer scored tokens than this: "too_short", no verdict
 MASK_CACHE = 4096  # previous tokens whose green list is kept (as a packed bit mask, 6.3 KB each for GPT-2)
+SeedScheme = Literal["newsgen-watermark-seed-1"]  # the secret template.yaml generates: {"scheme": this, "seed": …}
+SEED_SCHEME: Final[str] = get_args(SeedScheme)[0]
 
 
 class WatermarkUnavailable(ModelUnavailable):
@@ -70,9 +74,23 @@ def keyring_with_new_key(existing: Keyring | None = None) -> Keyring:
     return Keyring(current=key_id(key), keys=keys)
 
 
+class Seed(BaseModel):
+    scheme: SeedScheme
+    seed: str = Field(min_length=32)  # Secrets Manager's 64 alphanumerics: ~380 bits
+
+    def keyring(self) -> Keyring:
+        """One key, the same for the same seed in every container: 62 bits, as new_key draws."""
+        digest = hashlib.sha256(f"{SEED_SCHEME}:{self.seed}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big") >> 2
+        return Keyring(current=key_id(key), keys={key_id(key): key})
+
+
 def parse_keyring(text: str, source: str) -> Keyring:
+    """A keyring's JSON, or a generated seed's (a keyring of the one key derived from it)."""
     try:
-        ring = Keyring.model_validate_json(text)
+        document = json.loads(text)
+        seeded = isinstance(document, dict) and "seed" in document
+        ring = Seed.model_validate(document).keyring() if seeded else Keyring.model_validate(document)
     except ValueError as exc:
         raise WatermarkUnavailable(
             f"the watermark keyring in {source} is not valid", cause=type(exc).__name__
@@ -84,23 +102,31 @@ def parse_keyring(text: str, source: str) -> Keyring:
     return ring
 
 
-def load_keyring(parameter: str = "", file: Path | None = None) -> Keyring:
-    """From an SSM SecureString parameter (deployed), or a local file created on first use."""
-    if parameter:
-        import boto3
-        from botocore.exceptions import BotoCoreError, ClientError
+def read_stored(kind: Literal["secret", "parameter"], name: str) -> str:
+    """A Secrets Manager secret's or an SSM SecureString parameter's value. The error names neither: it may
+    reach a client."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
 
-        try:
-            value = boto3.client("ssm").get_parameter(Name=parameter, WithDecryption=True)["Parameter"]["Value"]
-        except (BotoCoreError, ClientError) as exc:
-            raise WatermarkUnavailable(
-                "the watermark keyring parameter cannot be read", cause=type(exc).__name__
-            ) from None
-        return parse_keyring(value, f"SSM parameter {parameter}")
+    try:
+        if kind == "secret":
+            return boto3.client("secretsmanager").get_secret_value(SecretId=name)["SecretString"]
+        return boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except (BotoCoreError, ClientError, KeyError) as exc:  # KeyError: a binary secret has no SecretString
+        raise WatermarkUnavailable(f"the watermark keyring {kind} cannot be read", cause=type(exc).__name__) from None
+
+
+def load_keyring(parameter: str = "", file: Path | None = None, *, secret: str = "") -> Keyring:
+    """From a Secrets Manager secret (ARN or name) or an SSM SecureString parameter (deployed), or a local file
+    created on first use."""
+    if secret:
+        return parse_keyring(read_stored("secret", secret), f"secret {secret}")
+    if parameter:
+        return parse_keyring(read_stored("parameter", parameter), f"SSM parameter {parameter}")
     if file is None:
         raise WatermarkUnavailable(
-            "the watermark is on but no keyring is configured: set WATERMARK_KEYS_PARAMETER "
-            "(an SSM SecureString) or WATERMARK_KEYS_FILE, or WATERMARK=false"
+            "the watermark is on but no keyring is configured: set WATERMARK_KEYS_SECRET (Secrets Manager), "
+            "WATERMARK_KEYS_PARAMETER (an SSM SecureString) or WATERMARK_KEYS_FILE, or WATERMARK=false"
         )
     file = Path(file)
     if not file.is_file():
