@@ -126,6 +126,12 @@ fuzz: $(STAMP)  ## fuzz the API from its OpenAPI spec with schemathesis (> 2,000
 sam-local: $(STAMP) $(SAM_STAMP)  ## sam build + sam local invoke + sam local start-api with Docker, offline (root; see infra/local/sam_local.py)
 	SAM_VENV=$(SAM_VENV) $(PY) -m infra.local.sam_local
 
+# --- after `sam deploy` ---------------------------------------------------------------------------------------
+.PHONY: smoke
+smoke:  ## every API route once, each answer's shape checked; one FAIL line per problem (URL=<ApiUrl output> KEY=<x-api-key>)
+	@test -n "$(URL)" || { echo "usage: make smoke URL=https://<api-id>.execute-api.<region>.amazonaws.com/prod KEY=<api key> (or URL=http://127.0.0.1:3000 for make run)"; exit 2; }
+	@NEWSGEN_API_KEY='$(KEY)' $(if $(wildcard $(PY)),$(PY),python3) -m infra.smoke '$(URL)'
+
 bench: $(STAMP)  ## CPU serving benchmark, each engine in fresh processes, interleaved rounds (ARGS=--rounds/--reps/--shapes/--threads) → bench/results.json + README
 	$(PY) -m pip install -q 'ctranslate2==4.8.5' || echo "ctranslate2 unavailable: the benchmark reports it as skipped"
 	$(PY) -m bench.run $(ARGS)
