@@ -6,7 +6,7 @@
   1, so each chunk has the whole timeout). A failing chunk is reported in batchItemFailures, retried by SQS,
   and moved to the dead-letter queue after the queue's maxReceiveCount.
 - `dead_letter_handler`: the dead-letter queue → each dead chunk's lines answered as errors, the job assembled
-  as `partial`, the message kept in S3 for redrive.
+  (`partial`, or `failed` when no line has a result), the message kept in S3 for redrive.
 """
 
 import functools

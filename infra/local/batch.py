@@ -1,7 +1,11 @@
 """`make batch FILE=prompts.jsonl`: drop a prompts file into the local S3 of a running `make run` and wait
 for its answer, as a user would with `aws s3 cp` against the deployed stack. `make redrive` sends the dead
-chunks of failed jobs back to the chunk queue (`--bucket`/`--queue-url` and no `--endpoint` for a deployed
-stack, with the stack's ResultsBucket and BatchQueueUrl outputs)."""
+chunks of failed jobs back to the chunk queue (`--bucket`/`--queue-url` and `--endpoint ''` for a deployed
+stack, with the stack's ResultsBucket and BatchQueueUrl outputs).
+
+Without --endpoint both follow the running `make run` (its ports, from harness.RUN_STATE). `submit` exits 0
+only for a `complete` job: 1 for a `partial` or `failed` one (after saving its results), 2 when no `make run`
+is up."""
 
 from __future__ import annotations
 
@@ -53,12 +57,40 @@ def submit(args) -> None:
             "see the `make run` output"
         )
     print(json.dumps(summary, indent=2, ensure_ascii=False))
+    local = None
+    if "results_file" in summary:  # a job that ran: its lines' results and errors
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        local = args.output_dir / f"{args.file.name}.results.jsonl"  # the whole name: x.csv and x.jsonl differ
+        s3.download_file(args.bucket, batch.results_key(args.file.name), str(local))
+        print(f"output: {local}")
+    if summary["status"] != "complete":
+        sys.exit(verdict(summary, local))
+
+
+def verdict(summary: dict, local: Path | None) -> str:
+    """The one line a job that is not complete ends with."""
+    where = f"; each line's error is in {local}" if local else ""
+    again = f"; once the cause is fixed: make redrive JOB={summary['job']}" if summary.get("chunks_failed") else ""
     if summary["status"] == "failed":
-        sys.exit(f"error: the job failed: {summary.get('reason')}")
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    local = args.output_dir / f"{args.file.name}.results.jsonl"  # the whole name: x.csv and x.jsonl differ
-    s3.download_file(args.bucket, batch.results_key(args.file.name), str(local))
-    print(f"output: {local}")
+        return f"error: the job failed: {summary.get('reason')}{where}{again}"
+    kinds = ", ".join(f"{kind}: {count:,}" for kind, count in summary["errors_by_type"].items())
+    failed = f"{summary['errors']:,} of {summary['lines']:,} lines failed ({kinds})"
+    return f"error: the job is partial: {failed}{where}{again}"
+
+
+def endpoint(args) -> str | None:
+    """--endpoint ('' for AWS), else the running `make run`'s S3; one line and exit 2 when none is up."""
+    if args.endpoint is not None:
+        return args.endpoint or None
+    state = harness.RunState.read(args.run_state)
+    if state is None:
+        print(
+            f"error: no `make run` is up ({args.run_state} names none): start `make run` first, or name its "
+            "local S3 with S3_PORT=<port>",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    return state.s3
 
 
 def redrive(args) -> None:
@@ -79,7 +111,10 @@ def redrive(args) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m infra.local.batch", description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--endpoint", default=harness.endpoint(), help="S3/SQS endpoint; '' for AWS (default: make run's)"
+        "--endpoint", default=None, help="S3/SQS endpoint; '' for AWS (default: the running `make run`'s)"
+    )
+    parser.add_argument(
+        "--run-state", type=Path, default=harness.RUN_STATE, help="where a running `make run` names its endpoints"
     )
     parser.add_argument("--bucket", default=harness.BATCH_BUCKET, help="the batch bucket (default: make run's)")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -91,7 +126,7 @@ def main(argv: list[str] | None = None) -> None:
     again.add_argument("--job", default=None, help="one job's id (its summary's `job`); default: all")
     again.add_argument("--queue-url", default=None, help="the chunk queue (default: make run's)")
     args = parser.parse_args(argv)
-    args.endpoint = args.endpoint or None
+    args.endpoint = endpoint(args)
     {"submit": submit, "redrive": redrive}[args.command](args)
 
 

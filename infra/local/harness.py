@@ -16,6 +16,7 @@ import base64
 import functools
 import hashlib
 import json
+import os
 import sys
 import time
 import uuid
@@ -24,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from pydantic import BaseModel, ValidationError
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
@@ -43,6 +46,9 @@ BATCH_QUEUE = "newsgen-batch-chunks"
 
 STATE_DIR = ROOT / ".newsgen"
 WATERMARK_KEYS = STATE_DIR / "watermark-keys.json"  # made on first use; keep it to detect older texts
+# Where a running `make run` says where it listens (PORT=, S3_PORT= and port 0 move it): `make batch` and
+# `make redrive` follow it. Written once it is up, removed when it stops.
+RUN_STATE = STATE_DIR / "run.json"
 # What every local function sees besides the template's variables: no X-Ray daemon, no model hub, and LATEST
 # re-read every 2 s instead of every 300 s, so that a version published from the training CLI shows at once.
 LOCAL_SETTINGS = {
@@ -58,11 +64,53 @@ def endpoint(port: int = S3_PORT, host: str = HOST) -> str:
     return f"http://{host}:{port}"
 
 
+class RunState(BaseModel):
+    """What a running `make run` tells the other local commands: its process and its endpoints."""
+
+    pid: int
+    api: str
+    s3: str
+
+    def write(self, path: Path = RUN_STATE) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{self.pid}")
+        partial.write_text(self.model_dump_json(indent=2) + "\n")
+        partial.replace(path)  # a reader never sees half a file
+
+    @classmethod
+    def read(cls, path: Path = RUN_STATE) -> RunState | None:
+        """The running `make run`'s state; None when none is up (no file, or one left by a process that was
+        killed before it could remove it)."""
+        try:
+            state = cls.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError):
+            return None
+        return state if _alive(state.pid) else None
+
+    @classmethod
+    def remove(cls, pid: int, path: Path = RUN_STATE) -> None:
+        """Remove the state file if process `pid` wrote it (a second `make run` may have replaced it)."""
+        try:
+            if cls.model_validate_json(path.read_bytes()).pid == pid:
+                path.unlink()
+        except (OSError, ValidationError):
+            pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
 def start_s3(port: int = 0, host: str = HOST) -> tuple[Any, str]:
     """A moto S3/SQS server on a background thread (port 0: a free one); points this process's boto3 at it,
     with the fake credentials. Returns (server, endpoint); server.stop() stops it."""
     import logging
-    import os
 
     from moto.server import ThreadedMotoServer
 

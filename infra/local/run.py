@@ -275,6 +275,9 @@ def serve_until_stopped(argv: list[str] | None) -> None:
     parser.add_argument("--s3-port", type=int, default=harness.S3_PORT, help="0: a free one")
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR)
     parser.add_argument("--watermark-keys", type=Path, default=harness.WATERMARK_KEYS, help="made on first use")
+    parser.add_argument(
+        "--state-file", type=Path, default=harness.RUN_STATE, help="where make batch finds this run's endpoints"
+    )
     parser.add_argument("--verbose", action="store_true", help="the handlers' JSON logs and warnings on the console")
     args = parser.parse_args(argv)
     if args.data is not None and not args.data.is_file():
@@ -319,6 +322,7 @@ def serve_until_stopped(argv: list[str] | None) -> None:
             raise
         pollers = start_batch(endpoint)
         url = f"http://{args.host}:{api_server.server_address[1]}"
+        harness.RunState(pid=os.getpid(), api=url, s3=endpoint).write(args.state_file)
         print(
             f"\nnewsgen is up in {time.perf_counter() - started:.0f}s: {url}  (Ctrl-C stops it)\n"
             f"  playground (in a browser): {url}/\n"
@@ -349,6 +353,7 @@ def serve_until_stopped(argv: list[str] | None) -> None:
         # A second Ctrl-C must not cut the clean-up short and leave a server behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        harness.RunState.remove(os.getpid(), args.state_file)
         if pollers is not None:
             pollers.stop()
         if api_server is not None:

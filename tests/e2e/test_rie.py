@@ -208,7 +208,7 @@ def test_batch_under_the_runtime_emulator(function_env, published, s3):
 
 def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
     """Chunks that reach the dead-letter queue: the recorder (no torch, like the dispatcher) answers their lines
-    as errors and assembles the job as partial; a message that is no chunk is kept, not lost."""
+    as errors and assembles the job (failed here: no line has a result); a message that is no chunk is kept."""
     import boto3
 
     sqs = boto3.client("sqs")
@@ -242,7 +242,7 @@ def test_dead_letters_under_the_runtime_emulator(function_env, published, s3):
     assert answer == {"batchItemFailures": []}, f"{answer}\n{logs[-4000:]}"
 
     summary, entries = read_output(s3, bucket, "dead/rie-dead.jsonl")
-    assert summary["status"] == "partial" and summary["job"] == upload.job, summary
+    assert summary["status"] == "failed" and summary["job"] == upload.job, summary  # no line has a result
     assert summary["chunks_failed"] == 2 and summary["failed_lines"] == [[1, 1], [4, 4]], summary
     assert [e["line"] for e in entries] == [1, 2, 3, 4]
     assert [e.get("error", {}).get("error_type") for e in entries] == [

@@ -84,7 +84,7 @@ def test_hostile_lines_fail_alone(echo_pipeline):
     body = b"\n".join([ok, *hostile.values(), ok]) + b"\n"
     out = echo_pipeline.run("hostile.jsonl", body)
     lines = out["lines"]
-    assert out["summary"]["status"] == "complete" and len(lines) == len(hostile) + 2 == out["summary"]["lines"]
+    assert out["summary"]["status"] == "partial" and len(lines) == len(hostile) + 2 == out["summary"]["lines"]
     assert [e["line"] for e in lines] == list(range(1, len(hostile) + 3))
     assert "result" in lines[0] and "result" in lines[-1]
     by_kind = dict(zip(hostile, lines[1:-1], strict=False))
@@ -115,7 +115,7 @@ def test_spreadsheet_csv(echo_pipeline):
         '4,news,"Caf\u00e9 owners",,1,\r\n'
     ).encode()
     out = echo_pipeline.run("sheet.csv", body)
-    assert out["summary"]["status"] == "complete", out["summary"]
+    assert out["summary"]["status"] == "partial", out["summary"]  # record 3's control character
     lines = out["lines"]
     assert [e["line"] for e in lines] == [2, 4, 6, 7, 8, 9]  # a record is numbered by its first physical line
     assert lines[0]["result"]["results"][0]["text"] == "Council\nvotes · echo"
@@ -279,7 +279,7 @@ def test_a_chunk_that_runs_out_of_time_is_retried_then_reported_never_stored_as_
     out = echo_pipeline.run("slow.jsonl", body)
     summary = out["summary"]
     assert slow.calls == 2  # two attempts (the queue's maxReceiveCount), then the dead-letter queue
-    assert summary["status"] == "partial" and summary["chunks_failed"] == 1
+    assert summary["status"] == "failed" and summary["chunks_failed"] == 1 and summary["error_type"] == "no_results"
     assert summary["failed_lines"] == [[1, 1], [3, 3]] and summary["results"] == 0
     a, b, _c = out["lines"]
     assert a["error"]["error_type"] == "chunk_failed" and "time" in a["error"]["error"]
@@ -294,7 +294,7 @@ def test_a_chunk_that_runs_out_of_time_is_retried_then_reported_never_stored_as_
     assert sent == 1
     echo_pipeline.drain()
     again = echo_pipeline.output("slow.jsonl")
-    assert again["summary"]["status"] == "complete" and again["summary"]["results"] == 2
+    assert again["summary"]["status"] == "partial" and again["summary"]["results"] == 2  # b is still no request
     assert again["summary"]["chunks_failed"] == 0 and again["summary"]["failed_lines"] == []
 
 
@@ -339,7 +339,9 @@ def test_any_ids_and_prompts_round_trip_through_chunking_processing_and_assembly
         body += text.encode() + b"\n"
     echo_pipeline.handlers.settings.batch_chunk_lines = 3
     out = echo_pipeline.run("property.jsonl", body)
-    assert out["summary"]["status"] == "complete" and out["summary"]["lines"] == len(rows)
+    results, errors = out["summary"]["results"], out["summary"]["errors"]
+    assert out["summary"]["status"] == ("complete" if not errors else "partial" if results else "failed")
+    assert out["summary"]["lines"] == len(rows) == results + errors
     assert [e["line"] for e in out["lines"]] == list(range(1, len(rows) + 1))
     for (request_id, prompt), entry in zip(rows, out["lines"], strict=False):
         try:

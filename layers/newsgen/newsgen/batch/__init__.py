@@ -6,7 +6,8 @@ The dispatcher (no torch) streams the upload once, cuts it into chunks (byte ran
 lines and by the tokens they may generate) and sends one SQS message per chunk. A worker re-reads its byte
 range, generates, and writes the chunk's output under the job's work prefix; whichever worker finds every
 chunk present assembles the results. A chunk that fails every attempt reaches the dead-letter queue, whose
-recorder writes its lines as errors, so the job still ends (`partial`) and the chunk can be redriven.
+recorder writes its lines as errors, so the job still ends (`partial`, or `failed` when no line has a
+result) and the chunk can be redriven.
 """
 
 from newsgen.batch.inputs import CSV_COLUMNS, MAX_INPUT_BYTES, MAX_LINE_BYTES, MAX_RECORDS, JobFailed

@@ -1,10 +1,11 @@
 """Batch jobs in S3: dispatch an upload into chunk messages, process a chunk, record a dead chunk, assemble.
 
-Every upload gets an answer at batch/out/<name>/summary.json: `running` once dispatched, then `complete`,
-`partial` (some chunks ended in the dead-letter queue: their lines are named) or `failed` (with the
-reason). Writes to batch/out/<name>/ happen under a per-name lock (an S3 object created with If-None-Match)
-and only by the job that owns the name: the newest upload, by S3's event sequencer. A superseded run's
-late workers therefore never write into the newer job's output.
+Every upload gets an answer at batch/out/<name>/summary.json: `running` once dispatched, then `complete`
+(no line failed), `partial` (some lines have results, some errors: their own, or their chunk's, which ended in
+the dead-letter queue) or `failed` (no line has a result, or the upload is no job: with the reason). Writes to
+batch/out/<name>/ happen under a per-name lock (an S3 object created with If-None-Match) and only by the job
+that owns the name: the newest upload, by S3's event sequencer. A superseded run's late workers therefore
+never write into the newer job's output.
 """
 
 from __future__ import annotations
@@ -343,7 +344,8 @@ def note_attempt(s3, message: ChunkMessage, exc: BaseException, receive_count: i
 
 def record_dead_letter(s3, body: str, message_id: str, bucket: str) -> dict | None:
     """A chunk that failed every attempt: its lines get an error that says why (lines invalid on their own
-    keep their own error), the message is kept for redrive, and the job is assembled as `partial`."""
+    keep their own error), the message is kept for redrive, and the job is assembled: `partial`, or `failed`
+    when no line has a result."""
     try:
         message = ChunkMessage.model_validate_json(body)
     except ValidationError:
@@ -453,6 +455,21 @@ class _Tally:
         else:
             self.skipped += 1
 
+    def status(self) -> str:
+        """complete: no line failed (blank lines are skipped, not failed); partial: some lines have results and
+        some errors; failed: lines failed and none has a result."""
+        if not self.errors:
+            return "complete"
+        return "partial" if self.results else "failed"
+
+    def failure(self) -> dict:
+        """A failed job's error_type and reason, as every failed summary has them."""
+        if self.status() != "failed":
+            return {}
+        causes = ", ".join(f"{kind}: {count:,}" for kind, count in self.errors.most_common())
+        total = sum(self.errors.values())
+        return {"error_type": "no_results", "reason": f"no line has a result: {total:,} failed ({causes})"}
+
 
 def assemble_if_complete(s3, bucket: str, job: str) -> dict | None:
     """If every chunk has its output, write the job's results and summary (idempotent); None otherwise, or
@@ -480,7 +497,8 @@ def assemble_if_complete(s3, bucket: str, job: str) -> dict | None:
         finished = time.time()
         summary = _summary(
             upload,
-            "partial" if dead else "complete",
+            tally.status(),
+            **tally.failure(),
             results_file=f"s3://{bucket}/{results_key(upload.name)}",
             lines=meta["lines"],
             results=tally.results,
