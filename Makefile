@@ -9,6 +9,8 @@ DATA ?=
 # Ports, buckets and queue names of the local runs live in infra/local/harness.py; PORT/S3_PORT override them.
 PORT ?=
 S3_PORT ?=
+# batch, redrive and invoke: S3_PORT= names a local S3; without it batch and redrive follow the running `make run`
+# (the ports it names in .newsgen/run.json while it is up).
 LOCAL_S3 = $(if $(S3_PORT),--endpoint http://127.0.0.1:$(S3_PORT))
 PYTEST_ARGS ?=
 VERBOSE ?=
@@ -91,7 +93,7 @@ train-remote:  ## print the `aws cloudformation deploy` that runs the GPU traini
 	  command -v aws >/dev/null || { echo "error: the aws CLI is not installed" >&2; exit 2; }; \
 	  $(TRAIN_DEPLOY)
 
-batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of a running `make run` and wait for its answer
+batch: $(STAMP)  ## drop FILE=prompts.jsonl|csv into the local S3 of the running `make run` and wait for its answer (exit 1 unless complete)
 	@test -n "$(FILE)" || { echo "usage: make batch FILE=prompts.jsonl (one request per line: {id, task, prompt|headline, n, parameters})"; exit 2; }
 	$(PY) -m infra.local.batch $(LOCAL_S3) submit $(FILE)
 
