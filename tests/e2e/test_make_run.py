@@ -32,8 +32,10 @@ class MakeRun:
         self.workdir = workdir
         ports = ["--port", "0", "--s3-port", "0"]  # free ones; the banner says which
         keys = ["--watermark-keys", str(workdir / "keys.json")]
+        self.state = workdir / "run.json"  # not the checkout's .newsgen/run.json, which a real `make run` owns
+        own = ["--workdir", str(workdir), "--state-file", str(self.state)]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "infra.local.run", *ports, "--workdir", str(workdir), *keys, *args],
+            [sys.executable, "-m", "infra.local.run", *ports, *own, *keys, *args],
             cwd=ROOT,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -179,6 +181,26 @@ def test_verbose_shows_the_json_logs_and_sigterm_stops_everything(make_run):
     assert any(line.startswith('{"_aws"') for line in run.lines), run.transcript  # the metrics, as Lambda logs them
     assert "Traceback" not in run.transcript and run.lines[-1] == "stopped"
     assert not listening(url) and not listening(s3)
+
+
+def test_make_batch_follows_make_run_to_its_ports_until_it_stops(make_run, tmp_path):
+    from infra.local.harness import RunState
+
+    run = make_run()
+    s3 = run.wait_for(r"^local S3 on (http://\S+)$").group(1)
+    url = run.wait_for(r"^newsgen is up in \d+s: (http://\S+)").group(1)
+    assert RunState.read(run.state) == RunState(pid=run.process.pid, api=url, s3=s3)
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": 1, "task": "headline", "parameters": {"max_new_tokens": 4}}) + "\n")
+    batch = [sys.executable, "-m", "infra.local.batch", "--run-state", str(run.state)]
+    submit = [*batch, "submit", str(prompts), "--output-dir", str(tmp_path), "--timeout", "120"]
+    done = subprocess.run(submit, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0 and '"status": "complete"' in done.stdout, done.stdout + done.stderr
+    assert done.stdout.splitlines()[-1] == f"output: {tmp_path / 'prompts.jsonl.results.jsonl'}"
+    assert run.stop(signal.SIGINT) == 0, run.transcript
+    assert not run.state.exists()
+    after = subprocess.run([*batch, "redrive"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert after.returncode == 2 and after.stderr.startswith("error: no `make run` is up"), after.stderr
 
 
 def test_ctrl_c_while_starting_stops_the_local_s3(make_run):
