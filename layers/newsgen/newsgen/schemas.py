@@ -20,6 +20,9 @@ MIN_TEMPERATURE = 0.01
 # Nesting of a request body. Ours needs 3 ({"parameters": {"stop": [...]}}); JSON nested a few thousand deep
 # makes Python's parser (and pydantic) raise RecursionError, so deeper bodies are refused before parsing.
 MAX_JSON_DEPTH = 32
+# Rounds of redrawing the texts that repeat an earlier one, for a request with unique=true: sampling may draw the
+# same text twice, the more so from a small model and a short text (a headline).
+MAX_UNIQUE_REDRAWS = 3
 
 # A JSON string (escapes included), a bracket, or a quote that opens a string never closed.
 _JSON_NESTING_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]|"')
@@ -98,12 +101,22 @@ def _clean_text(value: str | None, field: str) -> str | None:
     return value
 
 
+def unique_field(texts: str):
+    return Field(
+        False,
+        description=f"Sampling may draw the same {texts} twice. true: redraw the repeats (up to "
+        f"{MAX_UNIQUE_REDRAWS} rounds, within the time budget); the response's `unique` says how many of its "
+        "results are distinct, and they come first. Beam search and greedy decoding are left as they are.",
+    )
+
+
 class PromptRequest(Strict):
     """A request of /v1/headlines: n headlines."""
 
     prompt: str | None = Field(None, max_length=MAX_PROMPT_CHARS, description="How each headline starts.")
     n: int = Field(1, ge=1, le=MAX_RESULTS, description="How many headlines to generate.")
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+    unique: bool = unique_field("headline")
 
     @field_validator("prompt")
     @classmethod
@@ -130,6 +143,7 @@ class NewsRequest(Strict):
         description="Decoding of the articles; unset: the article model's. Without its own seed the article part "
         "uses the headline part's, so one seed reproduces the whole item.",
     )
+    unique: bool = unique_field("headline")
 
     @model_validator(mode="before")
     @classmethod
@@ -148,6 +162,7 @@ class ArticleRequest(Strict):
     headline: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS, description="The headline to write under.")
     n: int = Field(1, ge=1, le=MAX_RESULTS)
     parameters: GenerationParameters = Field(default_factory=GenerationParameters)
+    unique: bool = unique_field("article")
 
     @field_validator("headline")
     @classmethod
@@ -213,11 +228,21 @@ class Provenance(BaseModel):
     )
 
 
+def unique_count_field(which: str):
+    return Field(
+        None,
+        exclude_if=lambda value: value is None,
+        description=f"Only with unique=true: how many {which} (the first ones); the rest repeat one of them "
+        "where the redraws found nothing new.",
+    )
+
+
 class GenerationResponse(BaseModel):
     results: list[GeneratedText]
     model: list[ModelRef] = Field(description="The model versions that wrote the texts (one per task).")
     synthetic: Literal[True] = True
     provenance: Provenance
+    unique: int | None = unique_count_field("results are distinct")
 
     def generated_tokens(self) -> int:
         return sum(r.generated_tokens for r in self.results)
@@ -228,6 +253,7 @@ class NewsResponse(BaseModel):
     model: list[ModelRef] = Field(description="The model versions that wrote the texts (one per task).")
     synthetic: Literal[True] = True
     provenance: Provenance
+    unique: int | None = unique_count_field("results have distinct headlines")
 
     def generated_tokens(self) -> int:
         return sum(i.headline.generated_tokens + i.article.generated_tokens for i in self.results)

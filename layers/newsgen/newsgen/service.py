@@ -11,13 +11,15 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from newsgen import generation, prompt, watermark
 from newsgen.errors import InvalidRequest, ModelUnavailable, NewsgenError
 from newsgen.prompt import Task
 from newsgen.schemas import (
     MAX_TOTAL_NEW_TOKENS,
+    MAX_UNIQUE_REDRAWS,
     ArticleRequest,
     DetectionResult,
     DetectResponse,
@@ -37,6 +39,10 @@ from newsgen.settings import Settings
 from newsgen.store import LoadedModel, ModelStore
 
 logger = logging.getLogger(__name__)
+
+Drawn = TypeVar("Drawn", GenerationResponse, NewsResponse)
+Result = GeneratedText | NewsItem
+MIN_REDRAW_SECONDS = 1.0  # a unique=true redraw starts only with this much of the time budget left
 
 
 class NewsService:
@@ -123,15 +129,53 @@ class NewsService:
     # Each route has a "many" form: several prompts that share n and parameters go through one batched
     # generate call (the batch jobs use it); a single request is the one-prompt case.
     def headlines(self, request: PromptRequest, deadline: float | None = None) -> GenerationResponse:
-        return self.headlines_many([request.prompt], request.n, request.parameters, deadline)[0]
+        def draw(n: int, params: GenerationParameters, deadline: float | None) -> GenerationResponse:
+            return self.headlines_many([request.prompt], n, params, deadline)[0]
+
+        return self._draw(draw, request.n, request.parameters, Task.HEADLINE, request.unique, deadline)
 
     def articles(self, request: ArticleRequest, deadline: float | None = None) -> GenerationResponse:
-        return self.articles_many([request.headline], request.n, request.parameters, deadline)[0]
+        def draw(n: int, params: GenerationParameters, deadline: float | None) -> GenerationResponse:
+            return self.articles_many([request.headline], n, params, deadline)[0]
+
+        return self._draw(draw, request.n, request.parameters, Task.ARTICLE, request.unique, deadline)
 
     def news(self, request: NewsRequest, deadline: float | None = None) -> NewsResponse:
-        return self.news_many(
-            [request.prompt], request.n, request.headline_parameters, request.article_parameters, deadline
-        )[0]
+        def draw(n: int, params: GenerationParameters, deadline: float | None) -> NewsResponse:
+            return self.news_many([request.prompt], n, params, request.article_parameters, deadline)[0]
+
+        return self._draw(draw, request.n, request.headline_parameters, Task.HEADLINE, request.unique, deadline)
+
+    def _draw(
+        self,
+        draw: Callable[[int, GenerationParameters, float | None], Drawn],
+        n: int,
+        params: GenerationParameters,
+        task: Task,
+        unique: bool,
+        deadline: float | None,
+    ) -> Drawn:
+        """n results; with `unique`, the results that repeat an earlier one are drawn again with the next seeds
+        (so that one seed still reproduces the whole response), up to MAX_UNIQUE_REDRAWS rounds while time is
+        left. A redraw cut short by the time budget is not taken. The distinct results come first and the
+        response counts them."""
+        if not unique:
+            return draw(n, params, deadline)
+        if deadline is None:  # one budget for every draw
+            deadline = time.monotonic() + self.settings.default_time_budget_ms / 1000
+        response = draw(n, params, deadline)
+        seed = response.provenance.parameters[str(task)].get("seed")  # present only where sampled
+        drawn: Sequence[Result] = response.results
+        distinct: list[Result] = _distinct(drawn)
+        for redraw in range(1, MAX_UNIQUE_REDRAWS + 1):
+            if seed is None or len(distinct) == n or self._budget(deadline) <= MIN_REDRAW_SECONDS:
+                break
+            again: Sequence[Result] = draw(
+                n - len(distinct), params.model_copy(update={"seed": (seed + redraw) % 2**32}), deadline
+            ).results
+            distinct = _distinct([*distinct, *(r for r in again if not _cut_short(r))])
+        repeats: list[Result] = [r for r in drawn if not any(r is d for d in distinct)][: n - len(distinct)]
+        return response.model_copy(update={"results": [*distinct, *repeats], "unique": len(distinct)})
 
     def headlines_many(
         self, prompts: list[str | None], n: int, params: GenerationParameters, deadline: float | None = None
@@ -353,6 +397,22 @@ def _check_news_context(
             prompt_tokens=prefix,
             context_length=article_model.context_length,
         )
+
+
+def _parts(result: Result) -> list[GeneratedText]:
+    return [result.headline, result.article] if isinstance(result, NewsItem) else [result]
+
+
+def _cut_short(result: Result) -> bool:
+    return any(part.finish_reason == "time" for part in _parts(result))
+
+
+def _distinct(results: Sequence[Result]) -> list[Result]:
+    """The results whose text (a news item's headline) no earlier one has, in order."""
+    seen: dict[str, Result] = {}
+    for result in results:
+        seen.setdefault(_parts(result)[0].text, result)
+    return list(seen.values())
 
 
 def _with_prefix(prefix: str, result: GeneratedText) -> GeneratedText:
