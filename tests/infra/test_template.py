@@ -809,6 +809,9 @@ def test_a_deploy_with_the_defaults_creates_everything_its_functions_read(transf
                 checked.add(variable)
                 assert not unprovided(value, stack, transformed["Parameters"]), (name, variable, value)
     assert {"MODEL_BUCKET", "RESULTS_BUCKET", "BATCH_QUEUE_URL", "WATERMARK_KEYS_PARAMETER"} <= checked
+    # …and each is a setting the library reads (newsgen.settings), not a name nothing looks at.
+    settings = {name.upper() for name in importlib.import_module("newsgen.settings").Settings.model_fields}
+    assert checked <= settings, checked - settings
 
 
 @pytest.mark.parametrize(
