@@ -219,7 +219,7 @@ def sam_env_vars(endpoint: str, queue_url: str) -> dict[str, dict[str, str]]:
     """sam's --env-vars: each function's local environment from the harness, by logical id."""
     paths = {"cache_dir": Path("/tmp/newsgen/models"), "watermark_keys_file": KEYRING}
     local = {"queue_url": queue_url, "results_bucket": h.BATCH_BUCKET, **paths}
-    keyring = {"WATERMARK_KEYS_PARAMETER": "", "WATERMARK_KEYS_SECRET": ""}  # no AWS here: the file's
+    keyring = {"WATERMARK_KEYS_PARAMETER": "", "WATERMARK_KEYS_SECRET": ""}  # no AWS: the keyring file
     return {f.logical_id: {**h.function_env(name, endpoint, **local), **keyring} for name, f in h.functions().items()}
 
 
