@@ -163,7 +163,8 @@ def test_configs_it_does_not_compute_are_refused():
 
 def test_generation_sizes_the_cache_exactly(headline_model):
     """newsgen.generation asks for prompt + max_new_tokens positions before the prefill: no regrowth. The prompt is
-    the healed one (its last word backed up, newsgen.generation.heal_prompt): shorter than the tokenizer's."""
+    the healed one (its last word backed up, newsgen.generation.heal_prompt): shorter than the tokenizer's. The
+    pass before it, over the prompts as typed, asks for just as many positions as they have."""
     from newsgen import generation
     from newsgen import tokenizer as tokenizers
     from newsgen.schemas import GenerationParameters
@@ -179,5 +180,8 @@ def test_generation_sizes_the_cache_exactly(headline_model):
     healed = generation.encode_prompts(tokenizer, prompts, tokenizer.byte_vocabulary(), "cpu")[0]
     longest = healed["input_ids"].shape[1]
     assert longest < left_padded(tokenizer)[0].shape[1]
-    assert [tuple(c.kv.shape[2:5]) for c in caches] == [(len(HEADLINES), ours.config.n_head, longest + 5)]
+    # First the pass that reads each prompt's last word as typed (generation.read_word_ends): the prompts' length.
+    typed = left_padded(tokenizer)[0].shape[1]
+    shapes = [(len(HEADLINES), ours.config.n_head, width) for width in (typed, longest + 5)]
+    assert [tuple(c.kv.shape[2:5]) for c in caches] == shapes
     assert max(r.generated_tokens for rows in out.results for r in rows) <= 5

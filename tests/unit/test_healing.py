@@ -2,6 +2,7 @@
 the constraints on a made-up vocabulary and model, then newsgen.generation with the trained tiny headline model on
 every decoding path."""
 
+import functools
 from types import SimpleNamespace
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from newsgen import artifacts, generation, gpt2, prompt
 from newsgen import tokenizer as tokenizers
-from newsgen.processors import CompleteCharacters, TokenHealing, pending_continuations
+from newsgen.processors import CompleteCharacters, TokenHealing, pending_continuations, read_words
 from newsgen.schemas import GenerationParameters
 from newsgen.store import LoadedModel, load_model_dir
 from newsgen.tokenizer import ByteVocabulary
@@ -24,60 +25,70 @@ ID = {piece: i for i, piece in enumerate(BYTES)}
 
 
 class FakeTokenizer:
-    """A byte-level tokenizer over BYTES: longest match first, the special tokens as their names."""
+    """A byte-level tokenizer over `pieces` (BYTES): longest match first, but the texts of `spellings` as given
+    there (as BPE's merges spell some words otherwise); the special tokens as their names."""
 
     bos_token_id, eos_token_id, pad_token_id = 0, 1, 2
 
-    def __init__(self):
-        self.vocabulary = ByteVocabulary.of(BYTES, set(SPECIALS.values()))
+    def __init__(self, pieces: list[bytes] = BYTES, spellings: dict[str, list[bytes]] | None = None):
+        self.pieces, self.ids = pieces, {piece: i for i, piece in enumerate(pieces)}
+        self.spellings = spellings or {}
+        self.vocabulary = ByteVocabulary.of(pieces, set(SPECIALS.values()))
 
     def byte_vocabulary(self):
         return self.vocabulary
 
     def token_bytes(self, token_id: int) -> bytes:
-        return BYTES[token_id]
+        return self.pieces[token_id]
 
     def encode(self, text: str) -> list[int]:
+        if text in self.spellings:
+            return [self.ids[piece] for piece in self.spellings[text]]
         data, ids = text.encode(), []
         while data:
-            best = max((p for p in BYTES if data.startswith(p)), key=len)
-            ids.append(ID[best])
+            best = max((p for p in self.pieces if data.startswith(p)), key=len)
+            ids.append(self.ids[best])
             data = data[len(best) :]
         return ids
 
     def __call__(self, texts, add_special_tokens=False):
-        return {"input_ids": [self.encode(t) for t in texts]}
+        return {"input_ids": self.encode(texts) if isinstance(texts, str) else [self.encode(t) for t in texts]}
 
     def decode(self, ids, skip_special_tokens=False):
         skipped = set(SPECIALS.values()) if skip_special_tokens else set()
-        return b"".join(BYTES[i] for i in ids if i not in skipped).decode(errors="replace")
+        return b"".join(self.pieces[i] for i in ids if i not in skipped).decode(errors="replace")
 
 
 class FakeModel:
-    """Scores of the next token after the last one, from a table {last token: {next token: score}}; every
-    other token scores -10. No cache: the decode loop passes it back as None."""
+    """Scores of the next token after each of the last `logits_to_keep` tokens (all for 0), from a table {token:
+    {next token: score}}; every other token scores -10. No cache: the decode loop passes it back as None."""
 
-    def __init__(self, table: dict[bytes, dict[bytes, float]]):
-        self.table = table
+    def __init__(self, table: dict[bytes, dict[bytes, float]], pieces: list[bytes] = BYTES):
+        self.table, self.pieces, self.ids = table, pieces, {piece: i for i, piece in enumerate(pieces)}
         self.device = torch.device("cpu")
-        self.config = SimpleNamespace(n_positions=64, vocab_size=len(BYTES))
+        self.config = SimpleNamespace(n_positions=64, vocab_size=len(pieces))
         self.generation_config = SimpleNamespace(max_new_tokens=8, do_sample=False, num_beams=1)
 
-    def __call__(self, input_ids, **kwargs):
-        logits = torch.full((input_ids.shape[0], 1, len(BYTES)), -10.0)
-        for row, last in enumerate(input_ids[:, -1].tolist()):
-            for token, score in self.table.get(BYTES[last], {}).items():
-                logits[row, 0, ID[token]] = score
+    def __call__(self, input_ids, logits_to_keep=0, **kwargs):
+        ids = input_ids[:, -logits_to_keep:] if logits_to_keep else input_ids
+        logits = torch.full((*ids.shape, len(self.pieces)), -10.0)
+        for row, tokens in enumerate(ids.tolist()):
+            for position, token in enumerate(tokens):
+                for after, score in self.table.get(self.pieces[token], {}).items():
+                    logits[row, position, self.ids[after]] = score
         return SimpleNamespace(logits=logits, past_key_values=None)
 
 
-def fake(table) -> LoadedModel:
-    return LoadedModel("headline", "t", None, None, FakeModel(table), FakeTokenizer())
+def fake(table, tokenizer: FakeTokenizer | None = None, prompt_format: int = 1) -> LoadedModel:
+    tokenizer = tokenizer or FakeTokenizer()
+    manifest = SimpleNamespace(prompt_format=prompt_format)
+    return LoadedModel("headline", "t", manifest, None, FakeModel(table, tokenizer.pieces), tokenizer)
 
 
 def greedy(loaded, text: str, **params):
-    # The fake model's habits are those of a format-1 model: a headline's first word right after BOS.
-    out = generation.generate(loaded, [prompt.headline_prompt(text, 1)], params=GenerationParameters(**params))
+    # The fake models' habits are those of their prompt format: format 1's first word comes right after BOS.
+    headline = prompt.headline_prompt(text, loaded.manifest.prompt_format)
+    out = generation.generate(loaded, [headline], params=GenerationParameters(**params))
     return out.results[0][0]
 
 
@@ -147,8 +158,8 @@ def test_fake_model_heals_the_glued_word_and_the_double_space():
     storm = greedy(loaded, "Storm", details=True)
     # Before healing the prompt's "Storm" token was followed by the start-of-headline "Researchers".
     assert "Storm" + storm.text == "Storms say"
-    assert [t.text for t in storm.tokens] == ["St", "orm", "s", " say", prompt.EOS]
-    assert storm.generated_tokens == 5 and storm.finish_reason == "eos_token"
+    assert [t.text for t in storm.tokens] == ["Storms", " say", prompt.EOS]
+    assert storm.generated_tokens == 3 and storm.finish_reason == "eos_token"
     teachers = greedy(loaded, "Teachers ", details=True)
     assert "Teachers " + teachers.text == "Teachers rain"
     assert [t.text for t in teachers.tokens] == [" rain", prompt.EOS]
@@ -160,6 +171,91 @@ def test_a_stop_string_in_the_healed_prompt_end_does_not_stop():
     assert storm.text == "s say" and storm.finish_reason == "eos_token"
     said = greedy(loaded, "Storm", stop=[" sa"])
     assert said.text == "s" and said.finish_reason == "stop_sequence"
+
+
+# A format-2 model that never learned " Satellite" nor " Bakery" (issue 23): it prefers the pieces of words it knows,
+# and after a word it does not know it glues letters on. BPE spells "Satellitement" otherwise than " Satellite" +
+# "ment", as GPT-2's tokenizer does (" S" "atell" "itement"); " workers" + "s" is how it spells "workerss".
+WORD_PIECES = [name.encode() for name in SPECIALS] + [
+    b" Satellite", b" S", b"atell", b"ite", b"itect", b"itement", b"ment", b" protests", b" Bakery", b" workers",
+    b" work", b"ers", b"ors", b"s", b" rally", b" Pilot", b" Gov", b" Governor", b" Government",
+]  # fmt: skip
+WORD_SPELLINGS = {" Satellitement": [b" S", b"atell", b"itement"]}
+WORD_HABITS = {
+    prompt.BOS.encode(): {b" S": 6, b" Bakery": 5, b" Governor": 4, b" Pilot": 3, b" Government": 2, b" Gov": 1},
+    b" S": {b"atell": 6},
+    b"atell": {b"itect": 6, b"ite": 5},
+    b"itect": {b" protests": 5},
+    b" Satellite": {b"ment": 6, b" protests": 5},
+    b" Bakery": {b" work": 6, b" workers": 3},
+    b" work": {b"ers": 6},
+    b"ers": {b"s": 6, b"ors": 5},
+    b" workers": {b" rally": 6, b"s": 4, b"ors": 3},
+    b"s": {b" rally": 5},
+    b" Pilot": {b"s": 6, b" rally": 3},  # the model's own reading of "Pilot" here: "Pilots"
+    b" Governor": {b" rally": 5},
+    b" Gov": {b" rally": 3},
+    b" protests": {prompt.EOS.encode(): 5},
+    b" rally": {prompt.EOS.encode(): 5},
+}
+
+
+def words_model() -> LoadedModel:
+    return fake(WORD_HABITS, FakeTokenizer(WORD_PIECES, WORD_SPELLINGS), prompt_format=2)
+
+
+@pytest.mark.parametrize(
+    ("text", "headline"),
+    [("Satellite", "Satellite protests"), ("Bakery workers", "Bakery workers rally")],  # were "Satellitect", "workerss"
+)
+def test_a_complete_word_is_not_glued_onto_where_the_model_reads_it_ending(text, headline):
+    result = greedy(words_model(), text, details=True)
+    assert text + result.text == headline
+    assert result.tokens[0].text == " " + text.split()[-1]  # the word as typed, then the next one
+
+
+def test_a_word_is_extended_where_the_model_reads_a_longer_one():
+    loaded = words_model()
+    assert "Gov" + greedy(loaded, "Gov").text == "Governor rally"  # healing's use: a prompt ending inside a word
+    assert "Pilot" + greedy(loaded, "Pilot").text == "Pilots rally"  # " Pilot" + "s" is how "Pilots" is spelled
+
+
+def test_reading_a_word_end_counts_only_the_tokenizers_spellings():
+    tokenizer = words_model().tokenizer
+    vocabulary, ids = tokenizer.vocabulary, tokenizer.ids
+    spells = functools.partial(generation._spells, tokenizer, vocabulary)
+    logprobs = torch.full((2, len(WORD_PIECES)), -20.0)
+    logprobs[0, ids[b" Satellite"]] = -1.0
+    logprobs[1, ids[b"ment"]], logprobs[1, ids[b" protests"]] = -0.5, -1.0  # "ment" likelier, but not a spelling
+    [reading] = read_words(vocabulary, [(ids[b" Satellite"],)], logprobs[None], spells)
+    assert not reading.goes_on and reading.leaving == ((), None)
+    logprobs[1, ids[b"s"]] = -0.5  # "Satellites" spelled " Satellite" + "s": now the likelier reading
+    [reading] = read_words(vocabulary, [(ids[b" Satellite"],)], logprobs[None], spells)
+    assert reading.goes_on and ids[b"s"] in reading.leaving[1] and ids[b"ment"] not in reading.leaving[1]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_sampling_keeps_to_the_reading_of_a_word_end(seed):
+    loaded = words_model()
+    for text in ("Satellite", "Bakery workers"):
+        result = greedy(loaded, text, do_sample=True, seed=seed, max_new_tokens=3)
+        assert result.text and not result.text[0].isalnum(), (text, result.text)
+    assert greedy(loaded, "Gov", do_sample=True, seed=seed).text.startswith("ern")
+
+
+def test_a_completion_of_a_complete_word_starts_at_its_end():
+    """/v1/completions answers with the continuation alone: after "Satellite" the next word, not "ment"."""
+    from newsgen import completions
+    from newsgen.service import NewsService
+    from newsgen.settings import Settings
+
+    loaded = words_model()
+    service = NewsService(
+        Settings(model_bucket="unused", watermark=False), store=SimpleNamespace(get=lambda *a: loaded)
+    )
+    for text, continuation in (("Satellite", " protests"), ("Bakery workers", " rally"), ("Gov", "ernor rally")):
+        request = completions.CompletionRequest(model="headline", prompt=text, temperature=0, max_tokens=6)
+        assert completions.complete(service, request).choices[0].text == continuation
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -284,6 +380,22 @@ def test_tiny_model_heals_on_the_fallback_and_in_beam_search(fallback):
         out = generation.generate(fallback, [prompt.headline_prompt(p) for p in PROMPTS], params=params)
         for text, [result] in zip(PROMPTS, out.results, strict=True):
             check_healed(fallback, text, result)
+
+
+def test_tiny_model_keeps_to_its_reading_of_a_word_end(served, fallback):
+    """On either forward and in beam search, a prompt's last word comes back as typed, followed by a space,
+    punctuation or the end, unless the model reads a longer word there (the text then goes on with letters)."""
+    texts = ["Satellite", "Bakery workers", "Storm", "Gov"]
+    prompts = [prompt.headline_prompt(t) for t in texts]
+    for loaded, decodings in ((served, [{}]), (fallback, [{}, {"num_beams": 2}])):
+        vocabulary = tokenizers.byte_vocabulary(loaded.tokenizer)
+        encoded, removed, typed = generation.encode_prompts(loaded.tokenizer, prompts, vocabulary, "cpu")
+        with torch.inference_mode():
+            readings = generation.read_word_ends(loaded.model, loaded.tokenizer, vocabulary, encoded, removed, typed)
+        for decoding in decodings:
+            out = generation.generate(loaded, prompts, params=GenerationParameters(max_new_tokens=6, **decoding))
+            for text, reading, [result] in zip(texts, readings, out.results, strict=True):
+                assert result.text[:1].isalnum() == reading.goes_on, (text, reading, result.text)
 
 
 def test_byte_vocabulary_of_either_tokenizer_is_the_tokens_bytes(served, fallback):

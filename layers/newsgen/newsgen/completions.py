@@ -371,7 +371,7 @@ def _choice(index: int, prompt_text: str, task: Task, result: GeneratedText, ech
 
 def _logprobs(result: GeneratedText, text: str, base: int) -> CompletionLogprobs:
     """The tokens that make up `text`, with where each starts. The generated tokens spell more than `text`:
-    the prompt's healed end (newsgen.processors.TokenHealing re-spells it), whitespace stripped from the start,
+    the prompt's healed end (newsgen.generation's token healing re-spells it), whitespace stripped from the start,
     the end-of-text token and whatever followed a stop sequence. Tokens wholly outside `text` are left out and
     one that straddles its start is listed with the part inside, so the listed tokens join into `text`. Special
     tokens (a <|SEP|> the model put inside a text) are no part of the text, as decoding skips them."""

@@ -8,8 +8,11 @@ a cold start. Beam search still runs transformers' generate() with its own.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
+
+from newsgen.tokenizer import starts_word
 
 Processor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -168,6 +171,145 @@ class TokenHealing:
                 blocked = torch.zeros_like(scores, dtype=torch.bool)
             blocked[row] = True
             blocked[row, allowed.to(scores.device)] = False
+        return scores if blocked is None else scores.masked_fill(blocked, -float("inf"))
+
+
+# A reading of a prompt's last word as going on counts only its likeliest continuations, this many; each one's
+# tokenization is checked (one batched tokenizer call), and the rest of its probability is too little to matter.
+WORD_CANDIDATES = 64
+
+
+@dataclass(frozen=True)
+class WordReading:
+    """How the model reads a prompt's last word (read_words): `typed`, the tokens that spelled it, backed up from
+    the prompt; whether it `goes_on` into a longer word; and at each point s of the typed tokens (0 … len(typed))
+    the tokens by which the reading leaves them (`leaving[s]`): a token that covers typed[s:] and goes on or ends
+    the word, or after all of them the next token; None there: any token that starts no word."""
+
+    typed: tuple[int, ...]
+    goes_on: bool
+    leaving: tuple[tuple[int, ...] | None, ...]
+
+
+def covering(vocabulary, rest: Sequence[int], goes_on: bool) -> list[int]:
+    """The tokens that cover the typed tokens `rest` (some) and more, after which the word goes on (a letter,
+    digit or non-ASCII byte follows in the token) or ends (anything else follows)."""
+    typed, found = b"".join(vocabulary.bytes_of(token) for token in rest), []
+    for token in vocabulary.starting_with(typed):
+        after = vocabulary.bytes_of(token)[len(typed) :]
+        if after and starts_word(after) == goes_on:
+            found.append(token)
+    return found
+
+
+def word_start_mask(vocabulary, width: int, device) -> torch.Tensor:
+    """The tokens that start a word (ByteVocabulary.word_starts) over a model's `width` ids (wider than the
+    tokenizer's: those start none)."""
+    starts = vocabulary.word_starts()[:width]
+    return torch.nn.functional.pad(starts, (0, width - len(starts))).to(device)
+
+
+def read_words(vocabulary, typed: list[tuple[int, ...]], logprobs: torch.Tensor, spells: Callable) -> list[WordReading]:
+    """Whether the model reads each prompt, ending in the word tokens typed[row], as ending inside a longer word.
+    `logprobs[row, -1]`: the model's log-probabilities of the token after the whole prompt; logprobs[row, -1 - j]
+    those after the prompt less its last j tokens. Each reading sums the paths that follow the typed tokens up to
+    a point and leave them there (WordReading.leaving). A longer word counts only in the tokenization the model
+    learned it in: `spells(ids_list)` says for each whether the tokenizer spells its text so (" Satellite" +
+    "ment" is not how "Satellitement" is tokenized, so a model that puts "ment" after a " Satellite" it never
+    learned does not extend it; " Storm" + "s" is how "Storms" is)."""
+    glue = word_start_mask(vocabulary, logprobs.shape[-1], logprobs.device)
+    final = logprobs[:, -1]
+    endings = final.masked_fill(glue, -float("inf")).logsumexp(-1).tolist()
+    starts = final.masked_fill(~glue, -float("inf")).topk(min(WORD_CANDIDATES, int(glue.sum())), dim=-1)
+    words = [
+        _Word(
+            vocabulary, tokens, logprobs[row, -len(tokens) - 1 :], endings[row], starts.values[row], starts.indices[row]
+        )
+        for row, tokens in enumerate(typed)
+    ]
+    spelled = iter(spells([[*w.typed[:s], token] for w in words for _, s, token in w.candidates]))
+    return [w.reading([next(spelled) for _ in w.candidates]) for w in words]
+
+
+class _Word:
+    """One prompt's last word for read_words: `path[s]`, the log-probability of its first s typed tokens; the
+    log-probability that it ends as typed; and the likeliest paths into a longer word, (log-probability, point,
+    token), the likeliest first."""
+
+    def __init__(self, vocabulary, typed: tuple[int, ...], logprobs, ending: float, starts, start_ids):
+        k = len(typed)
+        self.typed = typed
+        self.path = torch.cat([logprobs.new_zeros(1), logprobs[torch.arange(k), list(typed)].cumsum(0)]).tolist()
+        # It ends: after all typed tokens a token that starts no word, or earlier one covering the rest that ends it.
+        self.ends = [covering(vocabulary, typed[s:], False) for s in range(k)]
+        ended = [self.path[s] + logprobs[s, ids].logsumexp(0).item() for s, ids in enumerate(self.ends) if ids]
+        self.ending = _logsumexp([self.path[k] + ending, *ended])
+        # It goes on: after all typed tokens a token that starts a word, or earlier one covering the rest and more.
+        found = [(self.path[k] + v, k, t) for v, t in zip(starts.tolist(), start_ids.tolist(), strict=True)]
+        for s in range(k):
+            ids = covering(vocabulary, typed[s:], True)
+            found += [(self.path[s] + v, s, t) for v, t in zip(logprobs[s, ids].tolist(), ids, strict=True)]
+        self.candidates = sorted(found, reverse=True)[:WORD_CANDIDATES]
+
+    def reading(self, spelled: list[bool]) -> WordReading:
+        """The likelier reading, counting only the longer words that the tokenizer spells as their paths do."""
+        longer = [c for c, ok in zip(self.candidates, spelled, strict=True) if ok]
+        if not longer or _logsumexp([c[0] for c in longer]) <= self.ending:
+            return WordReading(self.typed, False, (*(tuple(ids) for ids in self.ends), None))
+        points = range(len(self.typed) + 1)
+        return WordReading(self.typed, True, tuple(tuple(t for _, p, t in longer if p == s) for s in points))
+
+
+def _logsumexp(values: list[float]) -> float:
+    return torch.tensor(values, dtype=torch.float64).logsumexp(0).item()
+
+
+class WordEnds:
+    """Token healing for a prompt that ends in a word ("Bakery workers", "Gov"): the model has read the word
+    beforehand (read_words), and the first generated tokens keep to its reading: the typed tokens again until a
+    token of the reading leaves them. Offered every token that starts with the typed text or a prefix of it
+    (TokenHealing), a small model finds spellings that its training text never had and glues letters on
+    ("Satell" + "itect" for "Satellite", "workers" + "s"); a word as typed is now extended only where the model
+    finds a longer word likelier, spelled as its tokenizer spells it.
+
+    `readings[row]`: that row's WordReading, None for a row not healed at a word end. Stateless over the rows'
+    tokens since `prompt_width`, as TokenHealing."""
+
+    def __init__(self, vocabulary, readings: Sequence[WordReading | None], prompt_width: int):
+        self.vocabulary = vocabulary
+        self.readings = list(readings)
+        self.prompt_width = prompt_width
+        self.longest = max((len(r.typed) for r in self.readings if r), default=-1)
+        self._starts: torch.Tensor | None = None
+
+    def allowed(self, reading: WordReading, step: int) -> list[int] | None:
+        """The reading's tokens at this point and the next typed token while the reading leaves them later; None:
+        any token that starts no word."""
+        leaving = reading.leaving[step]
+        if leaving is None:
+            return None
+        later = any(tokens is None or tokens for tokens in reading.leaving[step + 1 :])
+        return [*leaving, reading.typed[step]] if later else list(leaving)
+
+    def __call__(self, input_ids, scores):
+        steps = input_ids.shape[1] - self.prompt_width
+        if steps > self.longest:
+            return scores
+        generated = input_ids[:, self.prompt_width :].tolist()
+        blocked = None
+        for row, reading in enumerate(self.readings):
+            if reading is None or tuple(generated[row]) != reading.typed[:steps]:
+                continue  # not a word end, or the reading has left the typed tokens: it is spelled
+            if blocked is None:
+                blocked = torch.zeros_like(scores, dtype=torch.bool)
+            allowed = self.allowed(reading, steps)
+            if allowed is None:
+                if self._starts is None:
+                    self._starts = word_start_mask(self.vocabulary, scores.shape[1], scores.device)
+                blocked[row] = self._starts
+            else:
+                blocked[row] = True
+                blocked[row, allowed] = False
         return scores if blocked is None else scores.masked_fill(blocked, -float("inf"))
 
 

@@ -135,7 +135,7 @@ class Tokenizer:
 
 class ByteVocabulary:
     """A byte-level vocabulary as byte strings, for constraints on what the next token's bytes may be
-    (newsgen.processors' TokenHealing and CompleteCharacters). Special tokens never satisfy a constraint.
+    (newsgen.processors' token healing and CompleteCharacters). Special tokens never satisfy a constraint.
 
     Cold start matters, so nothing is built up front: one token's bytes are looked up when asked for, and the
     tables over the whole vocabulary (every token's bytes, their byte order, which tokens continue a character)
@@ -154,6 +154,7 @@ class ByteVocabulary:
         self._all_token_bytes = all_token_bytes
         self._lock = threading.Lock()
         self._continuations: dict[int, Any] = {}
+        self._word_starts: Any = None
 
     @classmethod
     def of(cls, table: list[bytes], special_ids: frozenset[int] | set[int] = frozenset()) -> ByteVocabulary:
@@ -186,9 +187,7 @@ class ByteVocabulary:
             keys, ids = self._sorted
         if not text:
             return list(ids)
-        start = bisect.bisect_left(keys, text)
-        end = bisect.bisect_right(keys, text, lo=start, key=lambda key: key[: len(text)])
-        found = ids[start:end]
+        found = self.starting_with(text)
         for length in range(1, len(text)):
             prefix = text[:length]
             at = bisect.bisect_left(keys, prefix)
@@ -196,6 +195,25 @@ class ByteVocabulary:
                 found.append(ids[at])
                 at += 1
         return found
+
+    def starting_with(self, text: bytes) -> list[int]:
+        """The ordinary tokens whose bytes start with `text` (non-empty), in byte order: `text` itself first."""
+        with self._lock:
+            keys, ids = self._sorted
+        start = bisect.bisect_left(keys, text)
+        end = bisect.bisect_right(keys, text, lo=start, key=lambda key: key[: len(text)])
+        return ids[start:end]
+
+    def word_starts(self):
+        """A boolean tensor over the vocabulary: the ordinary tokens whose first byte is a letter, a digit or
+        non-ASCII, which glue onto a word before them (token healing's word ends, newsgen.processors)."""
+        with self._lock:
+            if self._word_starts is None:
+                import torch
+
+                starts = [i not in self.special_ids and starts_word(token) for i, token in enumerate(self.table)]
+                self._word_starts = torch.tensor(starts, dtype=torch.bool)
+            return self._word_starts
 
     def continuations(self, pending: int):
         """A boolean tensor over the vocabulary: the ordinary tokens that can follow a character still missing
@@ -215,6 +233,11 @@ class ByteVocabulary:
                 ]
                 found = self._continuations[pending] = torch.tensor(allowed, dtype=torch.bool)
             return found
+
+
+def starts_word(spelled: bytes) -> bool:
+    """Whether bytes start with a letter, a digit or a non-ASCII byte: what a word is made of, for healing."""
+    return bool(spelled) and (spelled[0] >= 0x80 or chr(spelled[0]).isalnum())
 
 
 def special_ids(tokenizer) -> frozenset[int]:
