@@ -239,7 +239,7 @@ class _Word:
     def __init__(self, vocabulary, typed: tuple[int, ...], logprobs, ending: float, starts, start_ids):
         k = len(typed)
         self.typed = typed
-        self.path = torch.cat([logprobs.new_zeros(1), logprobs[torch.arange(k), list(typed)].cumsum(0)]).tolist()
+        self.path = torch.cat([logprobs.new_zeros(1), logprobs[list(range(k)), list(typed)].cumsum(0)]).tolist()
         # It ends: after all typed tokens a token that starts no word, or earlier one covering the rest that ends it.
         self.ends = [covering(vocabulary, typed[s:], False) for s in range(k)]
         ended = [self.path[s] + logprobs[s, ids].logsumexp(0).item() for s, ids in enumerate(self.ends) if ids]
