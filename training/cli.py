@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", type=Path, required=True, help="a directory written by `prepare`")
     t.add_argument("--base", default=TINY, help="tiny (from scratch), distilgpt2, gpt2 or a local checkpoint")
     t.add_argument("--output", type=Path, required=True)
+    t.add_argument(
+        "--compact-vocab",
+        action="store_true",
+        help="with --base tiny: train over only the tokens the corpus uses (far faster on a CPU)",
+    )
     add_trainer_arguments(t)
 
     k = commands.add_parser("distill", help="distil a trained model into a student with fewer layers")
@@ -156,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         type=Path,
         default=None,
-        help="a model directory whose tokenizer to use (default: GPT-2's, with newsgen's special tokens)",
+        help="an fp32 article model directory: score only the tokens where it had a choice, as /v1/detect does "
+        "(default: every token, with GPT-2's tokenizer and newsgen's special tokens)",
     )
 
     g = commands.add_parser("watermark-keys", help="print a new watermark keyring, or one with a new current key")
@@ -246,7 +252,7 @@ def run(args: argparse.Namespace) -> object:
     if args.command == "train":
         from training.train import TrainOptions, train
 
-        report = train(TrainOptions(base=args.base, **trainer_options(args)))
+        report = train(TrainOptions(base=args.base, compact_vocab=args.compact_vocab, **trainer_options(args)))
         return {k: report[k] for k in RUN_SUMMARY}
     if args.command == "distill":
         from training.distill import DistillOptions, distill

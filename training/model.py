@@ -10,7 +10,7 @@ from newsgen.prompt import PROMPT_FORMAT, SEP
 from training.tokenizer import TINY
 
 # Small enough to train in minutes on a laptop CPU; big enough to learn the prompt format.
-TINY_CONFIG = {"n_layer": 2, "n_head": 4, "n_embd": 128, "n_positions": 256}
+TINY_CONFIG = {"n_layer": 4, "n_head": 4, "n_embd": 128, "n_positions": 256}
 # How long to wait for the hub before saying it is unreachable: an offline machine otherwise spends most of a
 # minute in the hub client's retries before a raw OSError.
 HUB_PROBE_TIMEOUT_S = 5.0

@@ -19,6 +19,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from training import compact_vocab
 from training.dataset import build_dataset, fingerprint
 from training.model import BaseUnavailable, build_model, check_base_available, tuned_generation_config
 from training.tokenizer import TINY, base_tokenizer
@@ -58,6 +59,7 @@ class TrainOptions:
     seed: int = 42
     resume: bool = False
     progress: bool = True
+    compact_vocab: bool = False  # from scratch only: train over the corpus' tokens (training/compact_vocab.py)
 
 
 def precision() -> dict:
@@ -98,6 +100,11 @@ def train(options: TrainOptions) -> dict:
     tokenizer = load_base(options.base, base_tokenizer)
     train_set, eval_set = load_datasets(options, tokenizer)
     model = load_base(options.base, build_model, tokenizer, seed=options.seed)
+    collator = data_collator(tokenizer)
+    if options.compact_vocab:
+        full_config, used_ids = model.config, compact_vocab.used_token_ids(tokenizer, train_set, eval_set)
+        model = compact_vocab.compact_model(full_config, used_ids, options.seed)
+        collator = compact_vocab.CompactCollator(collator, used_ids, len(tokenizer))
     model.generation_config = tuned_generation_config(options.task, tokenizer)
     size_warning = corpus_size_warning(options, train_set, model.num_parameters())
     if size_warning and int(os.environ.get("RANK", "0")) == 0:
@@ -107,10 +114,13 @@ def train(options: TrainOptions) -> dict:
         args=training_arguments(options, options.learning_rate or default_learning_rate(options.base)),
         train_dataset=train_set,
         eval_dataset=eval_set,
-        data_collator=data_collator(tokenizer),
+        data_collator=collator,
         processing_class=tokenizer,
     )
-    return fit(trainer, options, base_model=options.base, extra={"data_warning": size_warning})
+    report = fit(trainer, options, base_model=options.base, extra={"data_warning": size_warning})
+    if options.compact_vocab and trainer.is_world_process_zero():
+        compact_vocab.expand_saved(Path(options.output), full_config, used_ids)
+    return report
 
 
 def corpus_size_warning(options: TrainOptions, train_set: list[dict], parameters: int) -> str | None:
@@ -147,6 +157,8 @@ def load_base(base: str, load, *args, **kwargs):
 
 def check_options(options: TrainOptions) -> None:
     """Refuse a run that would fail late, or overwrite another run's checkpoints."""
+    if options.compact_vocab and options.base != TINY:
+        raise TrainError("--compact-vocab trains a model from scratch: it needs --base tiny")
     if options.task not in MAX_LENGTH:
         raise TrainError(f"--task must be headline or article, not {options.task!r}")
     if options.save_steps % options.eval_steps:
