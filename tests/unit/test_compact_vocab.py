@@ -49,7 +49,7 @@ def test_the_collator_maps_ids_and_labels_and_keeps_the_ignore_index():
 
 def test_used_ids_hold_every_special_token_and_every_example_token():
     class Tokenizer:
-        all_special_ids = [50256, 50257]
+        all_special_ids = (50256, 50257)
 
     assert compact_vocab.used_token_ids(Tokenizer(), [{"input_ids": [5, 9]}], [{"input_ids": [9, 1]}]) == [
         1,
