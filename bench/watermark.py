@@ -231,7 +231,7 @@ def fast_detector(keyring, tokenizer, vocab_size: int):
 
     from newsgen.watermark import Detector
 
-    detector = Detector(keyring, tokenizer, vocab_size)
+    detector = Detector(keyring, vocab_size, tokenizer)
     for inner in detector.detectors.values():
         processor, cache = inner.processor, {}
 
@@ -251,8 +251,8 @@ def fast_detector(keyring, tokenizer, vocab_size: int):
 def check_detector(keyring, tokenizer, vocab_size: int, fast, texts: list[str]) -> dict:
     from newsgen.watermark import Detector
 
-    plain = Detector(keyring, tokenizer, vocab_size)
-    same = sum(1 for t in texts if plain.detect(t) == fast.detect(t))
+    plain = Detector(keyring, vocab_size, tokenizer)
+    same = sum(1 for t in texts if plain.detect_text(t) == fast.detect_text(t))
     return {"texts": len(texts), "identical": same}
 
 
@@ -265,7 +265,7 @@ def fpr_across_keys(cells: dict[str, list[str]], tokenizer, vocab: int, keys: in
     for _ in range(keys):
         detector = fast_detector(keyring_with_new_key(), tokenizer, vocab)
         for name, texts in cells.items():
-            per_key[name].append([detector.detect(t) for t in texts])
+            per_key[name].append([detector.detect_text(t) for t in texts])
     out = {"keys": keys}
     for name, runs in per_key.items():
         pooled = rate_cell([d for run in runs for d in run], positive=False)
@@ -892,7 +892,7 @@ def main(argv=None) -> None:
                 cuts = [cut(tokenizer, t, length) for t in generated[name]["wm" if marked else "plain"]]
                 kept = [c for c in cuts if c is not None]
                 cells[str(length)] = rate_cell(
-                    [detector.detect(c) for c in kept], len(cuts) - len(kept), positive=marked
+                    [detector.detect_text(c) for c in kept], len(cuts) - len(kept), positive=marked
                 )
             (tpr if marked else fpr)[name if marked else f"unwatermarked_{name}"] = cells
         log(f"{name}: TPR " + ", ".join(f"{k}: {v['tpr']}" for k, v in tpr[name].items()))
@@ -917,7 +917,7 @@ def main(argv=None) -> None:
             for length in LENGTHS:
                 cuts = [cut(tokenizer, t.text, length) for t in texts]
                 kept = [c for c in cuts if c is not None]
-                cells[str(length)] = rate_cell([detector.detect(c) for c in kept], len(cuts) - len(kept))
+                cells[str(length)] = rate_cell([detector.detect_text(c) for c in kept], len(cuts) - len(kept))
             sweep[name] = {"tpr": cells}
     results["bias_sweep"] = {"bias": other_bias, **sweep}
     results["detector_check"] = check_detector(
@@ -955,9 +955,9 @@ def main(argv=None) -> None:
         news = [h + "\n" + b.text.strip() for h, b in zip(headline_texts, bodies, strict=False)]
         if not marked:
             unmarked_news = news
-        head_cell = rate_cell([detector.detect(h) for h in headline_texts], positive=marked)
+        head_cell = rate_cell([detector.detect_text(h) for h in headline_texts], positive=marked)
         head_cell["tokens_median"] = statistics.median(len(tokenizer(h)["input_ids"]) for h in headline_texts)
-        news_cell = rate_cell([detector.detect(t) for t in news], positive=marked)
+        news_cell = rate_cell([detector.detect_text(t) for t in news], positive=marked)
         news_cell["tokens_median"] = statistics.median(len(tokenizer(t)["input_ids"]) for t in news)
         news_cell["article_finish_reasons"] = dict(Counter(b.finish_reason for b in bodies))
         (tpr if marked else fpr)[f"{label}headline"] = head_cell
@@ -966,9 +966,12 @@ def main(argv=None) -> None:
 
     # 2: human news --------------------------------------------------------------------------------------------------
     log(f"human news: {len(human)} articles and headlines")
-    fpr["human_headlines"] = rate_cell([detector.detect(r["headline"]) for r in human], positive=False)
+    fpr["human_headlines"] = rate_cell([detector.detect_text(r["headline"]) for r in human], positive=False)
     fpr["human_news"] = rate_cell(
-        [detector.detect(r["headline"] + "\n" + (cut(tokenizer, r["content"], 160) or r["content"])) for r in human],
+        [
+            detector.detect_text(r["headline"] + "\n" + (cut(tokenizer, r["content"], 160) or r["content"]))
+            for r in human
+        ],
         positive=False,
     )
     fpr["human_articles_opening"], fpr["human_articles"] = {}, {}
@@ -977,11 +980,11 @@ def main(argv=None) -> None:
         openings = [cut(tokenizer, r["content"], length) for r in human]
         kept = [c for c in openings if c is not None]
         fpr["human_articles_opening"][str(length)] = rate_cell(
-            [detector.detect(c) for c in kept], len(openings) - len(kept), positive=False
+            [detector.detect_text(c) for c in kept], len(openings) - len(kept), positive=False
         )
         human_windows[length] = [w for r in human for w in windows(tokenizer, r["content"], length, args.windows)]
         fpr["human_articles"][str(length)] = rate_cell(
-            [detector.detect(w) for w in human_windows[length]], positive=False
+            [detector.detect_text(w) for w in human_windows[length]], positive=False
         )
     log("human FPR " + ", ".join(f"{k}: {v['fpr']} (n {v['n']})" for k, v in fpr["human_articles"].items()))
     log(f"FPR under {args.keys} more keys (unmarked generations) and {max(1, args.keys // 3)} (human windows)")
@@ -1011,7 +1014,7 @@ def main(argv=None) -> None:
                     attack_rng = random.Random(f"{SEED}-{name}-{kind}-{share}-{length}")
                     kept = [c for c in (cut(tokenizer, t, length) for t in generated[name]["wm"]) if c is not None]
                     attacked = [attack(c, share, attack_rng, human_words if kind == "replace" else None) for c in kept]
-                    cells[str(length)] = rate_cell([detector.detect(a) for a in attacked])
+                    cells[str(length)] = rate_cell([detector.detect_text(a) for a in attacked])
                 robustness[name][f"{kind}_{int(share * 100)}pct"] = cells
     results["robustness"] = robustness
     save()
@@ -1118,7 +1121,7 @@ def main(argv=None) -> None:
             ]
         kept = [c for c in (cut(tokenizer, t, 100) for t in texts) if c is not None]
         if label == "greenlist":
-            greedy[label] = rate_cell([detector.detect(c) for c in kept], len(texts) - len(kept))
+            greedy[label] = rate_cell([detector.detect_text(c) for c in kept], len(texts) - len(kept))
         else:
             greedy[label] = synthid_cell([synth.score(tokenizer, c, eos) for c in kept], Z_THRESHOLD, True)
         greedy[label]["distinct_texts"] = len(set(kept))

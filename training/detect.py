@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from newsgen import watermark
+from newsgen import prompt, watermark
 
 
 def detect(
@@ -21,15 +20,23 @@ def detect(
             f"--keys-file {keys_file}: no such file (make run creates .newsgen/watermark-keys.json)"
         )
     ring = watermark.load_keyring(keys_parameter or "", keys_file, secret=keys_secret or "")
-    if model is not None:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True, trust_remote_code=False)
-        vocab_size = json.loads((Path(model) / "config.json").read_text())["vocab_size"]
-    else:
+    if model is None:  # no model: every token scored
         from training.tokenizer import TINY, base_tokenizer
 
         tokenizer = base_tokenizer(TINY)
-        vocab_size = len(tokenizer)
-    detector = watermark.Detector(ring, tokenizer, vocab_size)
-    return [vars(detector.detect(text)) for text in texts]
+        detector = watermark.Detector(ring, len(tokenizer), tokenizer)
+        return [vars(detector.detect_text(text)) for text in texts]
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model, local_files_only=True, trust_remote_code=False)
+    article_model = AutoModelForCausalLM.from_pretrained(model, local_files_only=True).eval()
+    detector = watermark.Detector(ring, article_model.config.vocab_size)
+    prompt_format = getattr(article_model.config, "prompt_format", 1)
+    results = []
+    for text in texts:  # as /v1/detect judges: the tokens where the article model had a choice
+        ids, text_start = prompt.as_written(tokenizer, text, prompt_format)
+        with torch.inference_mode():
+            logits = article_model(input_ids=torch.tensor([ids[: article_model.config.n_positions]])).logits[0]
+        results.append(vars(detector.detect(ids[: len(logits)], watermark.choices(logits), text_start)))
+    return results

@@ -51,6 +51,10 @@
       "No sign of this deployment's watermark. Not proof that a person wrote it: short, edited or low-temperature texts carry a weak signal.",
     ],
     too_short: ["Too short to judge", "Give more text: a headline with its article judges best."],
+    too_predictable: [
+      "Too predictable to judge",
+      "Long enough, but the model had too few real choices in it to carry the mark: template-like text stays unmarked.",
+    ],
   };
 
   const $ = (id) => document.getElementById(id);
@@ -407,7 +411,7 @@
       parts.push(el("p", { class: "for-headline" }, el("span", { text: "For the headline " }), el("q", { text: request.headline })));
       parts.push(el("p", { class: "article", text: result.text }));
       copyText = `${request.headline}\n\n${result.text}`;
-      checkText = result.text;
+      checkText = copyText; // with its headline: the context the article was written in
     } else {
       parts.push(el("h3", { class: "headline", text: result.text }));
       copyText = result.text;

@@ -128,3 +128,66 @@ def test_the_cli_makes_and_rotates_keyrings(tmp_path, capsys):
     main(["watermark-keys", "--rotate", str(path)])
     rotated = Keyring.model_validate_json(capsys.readouterr().out)
     assert rotated.current != first.current and first.keys.items() <= rotated.keys.items()
+
+
+def _ring(key: int = 1234) -> watermark.Keyring:
+    return watermark.Keyring(current=watermark.key_id(key), keys={watermark.key_id(key): key})
+
+
+def _text(mark: watermark.GreenlistWatermark, length: int, green_at, seed: int = 0) -> list[int]:
+    """Token ids where the token at position i is green after its predecessor when green_at(i), else red."""
+    import random
+
+    rng = random.Random(seed)
+    ids = [rng.randrange(1000)]
+    for i in range(1, length):
+        greens = set(mark.draw(ids[-1]).tolist())
+        pool = [t for t in range(2000, 4000) if (t in greens) == green_at(i)]
+        ids.append(rng.choice(pool))
+    return ids
+
+
+def test_only_the_tokens_where_the_model_had_a_choice_are_scored():
+    """A template-like text: its marked tokens are the few free choices, the rest came out as certain tokens of
+    any colour. Scored whole it is diluted below the threshold; scored where the model had a choice, it is
+    found. Which tokens are scored does not depend on the key."""
+    vocab = 50260
+    mark = watermark.GreenlistWatermark(vocab, 1234)
+    free = {i for i in range(1, 200) if i % 10 == 0}  # 19 choices, all green; the others a fifth green
+    ids = _text(mark, 200, lambda i: i in free or i % 5 == 1)
+    detector = watermark.Detector(_ring(), vocab)
+    whole = detector.detect(ids)
+    chosen = detector.detect(ids, [i in free for i in range(200)])
+    assert whole.verdict == "not_watermarked" and chosen.verdict == "watermarked"
+    assert chosen.tokens_scored == len(free) and chosen.key_id == watermark.key_id(1234)
+    other_key = watermark.Detector(_ring(999), vocab).detect(ids, [i in free for i in range(200)])
+    assert other_key.verdict == "not_watermarked"
+
+
+def test_a_long_text_with_too_few_choices_is_too_predictable_not_unmarked():
+    vocab = 50260
+    mark = watermark.GreenlistWatermark(vocab, 1234)
+    ids = _text(mark, 120, lambda i: i % 4 == 1)
+    few = [i % 20 == 0 for i in range(120)]
+    detector = watermark.Detector(_ring(), vocab)
+    assert detector.detect(ids, few).verdict == "too_predictable"
+    assert detector.detect(ids[:10], [True] * 10).verdict == "too_short"
+
+
+def test_the_context_is_never_scored():
+    vocab = 50260
+    mark = watermark.GreenlistWatermark(vocab, 1234)
+    ids = _text(mark, 48, lambda i: i < 40)  # a green context, then a short red text
+    detector = watermark.Detector(_ring(), vocab)
+    assert detector.detect(ids).verdict == "watermarked"
+    assert detector.detect(ids, text_start=40).verdict == "too_short"
+    assert detector.detect(_text(mark, 80, lambda i: i < 40 or i % 4 == 1), text_start=40).score < 3
+
+
+def test_choices_are_where_the_next_token_entropy_reaches_the_threshold():
+    import torch
+
+    certain, spread = torch.full((8,), -30.0), torch.zeros(8)
+    certain[0] = 10.0
+    logits = torch.stack([certain, spread, certain, spread])  # position i predicts token i + 1
+    assert watermark.choices(logits) == [False, False, True, False]

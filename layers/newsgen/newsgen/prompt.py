@@ -95,3 +95,16 @@ def training_text(
             raise ValueError("an article example needs content")
         return article_prompt(title, prompt_format), _lead(prompt_format) + content.strip() + EOS
     raise ValueError(f"unknown task {task!r}; expected one of {', '.join(Task)}")
+
+
+def as_written(tokenizer, text: str, prompt_format: int = PROMPT_FORMAT) -> tuple[list[int], int]:
+    """A text's tokens as the article model wrote it, after the context it wrote it in, and where the text
+    starts: a first line followed by more is the headline (the context), a single paragraph an article under
+    an unknown headline."""
+    headline, _, article = text.strip().partition("\n")
+    if not article.strip():
+        headline, article = "", headline
+    context, body = training_text(Task.ARTICLE, headline, article.strip(), prompt_format)
+    context_ids = tokenizer(context, add_special_tokens=False)["input_ids"]
+    body_ids = tokenizer(body.removesuffix(EOS), add_special_tokens=False)["input_ids"]
+    return context_ids + body_ids, len(context_ids)

@@ -282,9 +282,14 @@ class DetectRequest(Strict):
 
 
 class DetectionResult(BaseModel):
-    watermarked: bool | None = Field(description="null when the text is too short to judge.")
-    verdict: Literal["watermarked", "not_watermarked", "too_short"]
-    score: float | None = Field(description="z-score of the green-token count under the best-matching key.")
+    watermarked: bool | None = Field(description="null when the text is too short or too predictable to judge.")
+    verdict: Literal["watermarked", "not_watermarked", "too_short", "too_predictable"] = Field(
+        description="too_predictable: long enough, but the model had too few choices in it to carry the mark."
+    )
+    score: float | None = Field(
+        description="z-score of the green-token count under the best-matching key, over the tokens where the "
+        "model had a real choice."
+    )
     p_value: float | None = Field(description="Chance of a score this high in unmarked text (all keys counted).")
     tokens_scored: int
     key_id: str | None = Field(description="The key that marked the text, when watermarked.")

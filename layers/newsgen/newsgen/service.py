@@ -302,16 +302,22 @@ class NewsService:
         return self._watermarks[vocab_size], WatermarkInfo(scheme=watermark.SCHEME, key_id=ring.current)
 
     def detect(self, texts: list[str]) -> list[DetectionResult]:
-        """Watermark detection with every key of the keyring (old keys too), on the models' tokenizer."""
-        loaded = self.model(Task.HEADLINE)
+        """Watermark detection with every key of the keyring (old keys too), scoring the tokens where the article
+        model had a real choice."""
+        loaded = self.model(Task.ARTICLE)
         key = int(loaded.model.config.vocab_size)
         with self._watermark_lock:
             detector = self._detectors.get(key)
         if detector is None:
-            detector = watermark.Detector(self.keyring(), loaded.tokenizer, key)
+            detector = watermark.Detector(self.keyring(), key)
             with self._watermark_lock:
                 self._detectors[key] = detector
-        return [DetectionResult(**vars(detector.detect(text))) for text in texts]
+        results = []
+        for text in texts:
+            ids, text_start = prompt.as_written(loaded.tokenizer, text, loaded.manifest.prompt_format)
+            choices = watermark.choices(generation.token_logits(loaded, ids))
+            results.append(DetectionResult(**vars(detector.detect(ids, choices, text_start))))
+        return results
 
     def detect_response(self, texts: list[str]) -> DetectResponse:
         return DetectResponse(

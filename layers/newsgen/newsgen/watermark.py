@@ -4,9 +4,11 @@ The scheme is transformers' green-list watermark (Kirchenbauer et al. 2023, `Wat
 "lefthash" seeding, context width 1): at each step a secret key and the previous token choose a quarter of the
 vocabulary as "green", and green tokens get a bias (WATERMARK_BIAS, 4.0) on their logits, before temperature,
 top-k and top-p (as in the paper's reference code: after them, a nucleus of one token leaves nothing to
-bias, and the demo models' texts were not detectable at all). Detection (`WatermarkDetector`) counts green
-tokens in a text and takes a one-sided z-test against the 25 % that unmarked text has; it needs the key and the
-tokenizer, not the model, and does not depend on the bias.
+bias, and the demo models' texts were not detectable at all). Detection (`Detector`) counts green tokens in
+a text and takes a one-sided z-test against the 25 % that unmarked text has; it does not depend on the bias.
+Both sides act only where the model had a real choice (`has_choice`: next-token entropy at least
+ENTROPY_THRESHOLD): generation biases only there, and the service's detection scores only there, since a
+certain token cannot carry the mark and a bias there only pushes the model off its word.
 
 Keys live in a keyring: `{"current": "<key id>", "keys": {"<key id>": <int>, ...}}`. Generation uses the
 current key; detection tries every key, so texts marked before a rotation stay detectable. The key id (a
@@ -36,7 +38,10 @@ SCHEME = "kgw-lefthash-1"  # green list of 25 % seeded by the previous token
 GREENLIST_RATIO = 0.25
 BIAS = 4.0  # the demo models are nearly deterministic: at 2.0, applied last, their articles scored z ≈ 1
 Z_THRESHOLD = 3.0  # one-sided p ≈ 0.0013 per key: under the 1 % false-positive target even over several keys
-MIN_TOKENS = 16  # fewer scored tokens than this: "too_short", no verdict
+P_THRESHOLD = 0.5 * math.erfc(Z_THRESHOLD / math.sqrt(2))  # the same level, for the exact binomial tail
+MIN_TOKENS = 10  # fewer scored tokens than this: "too_short" (or "too_predictable"), no verdict
+# Next-token entropy (nats) from which detection scores a token: where the model had a real choice
+ENTROPY_THRESHOLD = 1.0
 MASK_CACHE = 4096  # previous tokens whose green list is kept (as a packed bit mask, 6.3 KB each for GPT-2)
 SeedScheme = Literal["newsgen-watermark-seed-1"]  # the secret template.yaml generates: {"scheme": this, "seed": …}
 SEED_SCHEME: Final[str] = get_args(SeedScheme)[0]
@@ -197,7 +202,7 @@ class GreenlistWatermark:
         import torch
 
         masks = torch.stack([self.green_mask(token) for token in input_ids[:, -1].tolist()])
-        return scores + masks.to(scores.dtype) * self.bias
+        return scores + masks.to(scores.dtype) * self.bias * has_choice(scores).unsqueeze(-1)
 
 
 class PromptCopies:
@@ -231,17 +236,18 @@ class PromptCopies:
         if self.copies is None:
             self.copies = [self._continuations(row) for row in input_ids.tolist()]
         marked = self.watermark(input_ids, scores)
+        chosen = has_choice(scores).tolist()
         for row, previous in enumerate(input_ids[:, -1].tolist()):
             copies = self.copies[row].get(self._key(previous))
-            if copies:
+            if copies and chosen[row]:
                 marked[row, copies] = scores[row, copies] + self.watermark.bias
         return marked
 
 
 @dataclass
 class Detection:
-    watermarked: bool | None  # None: too short to judge
-    verdict: str  # watermarked | not_watermarked | too_short
+    watermarked: bool | None  # None: too short or too predictable to judge
+    verdict: str  # watermarked | not_watermarked | too_short | too_predictable
     score: float | None  # z-score under the best-matching key
     p_value: float | None  # one-sided, adjusted for the number of keys tried
     tokens_scored: int
@@ -249,56 +255,82 @@ class Detection:
 
 
 class Detector:
-    """Green-list detection over every key of a keyring, with transformers' WatermarkDetector."""
+    """Green-list detection over every key of a keyring: the share of green tokens in a text against the 25 %
+    that unmarked text has (a one-sided z-test), each (previous, token) pair counted once, as transformers'
+    WatermarkDetector counts with ignore_repeated_ngrams.
 
-    def __init__(self, keyring: Keyring, tokenizer, vocab_size: int):
-        from transformers import GPT2Config
-        from transformers.generation.watermarking import WatermarkDetector
+    Where the caller knows at which tokens the model had a real choice (`choices`: the next-token entropy of
+    the serving model at or above ENTROPY_THRESHOLD), only those are scored (Lee et al. 2023, "SWEET"). A token
+    the model was all but certain of stays its colour whatever the bias, so it only dilutes the count: a
+    template-like text is mostly such tokens. Which tokens are scored depends on the text, never on the key,
+    so unmarked text still scores a z-score of mean 0, variance 1."""
 
-        config = GPT2Config(vocab_size=vocab_size, bos_token_id=tokenizer.bos_token_id)
+    def __init__(self, keyring: Keyring, vocab_size: int, tokenizer=None):
+        self.marks = {kid: GreenlistWatermark(vocab_size, key) for kid, key in keyring.keys.items()}
         self.tokenizer = tokenizer
-        self.detectors = {
-            kid: WatermarkDetector(
-                config,
-                "cpu",
-                {
-                    "greenlist_ratio": GREENLIST_RATIO,
-                    "hashing_key": key,
-                    "seeding_scheme": "lefthash",
-                    "context_width": 1,
-                },
-                ignore_repeated_ngrams=True,
-                max_cache_size=MASK_CACHE,
-            )
-            for kid, key in keyring.keys.items()
-        }
 
-    def detect(self, text: str) -> Detection:
-        import torch
+    def detect_text(self, text: str) -> Detection:
+        """Every token of a text scored, without a model (offline checks, benches)."""
+        return self.detect(self.tokenizer(text, add_special_tokens=False)["input_ids"], text_start=1)
 
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) < MIN_TOKENS + 1:
-            return Detection(None, "too_short", None, None, max(0, len(ids) - 1), None)
-        best = None
-        for kid, detector in self.detectors.items():
-            out: Any = detector(torch.LongTensor([ids]), z_threshold=Z_THRESHOLD, return_dict=True)
-            z, scored = float(out.z_score[0]), int(out.num_tokens_scored[0])
-            if best is None or z > best[0]:
-                best = (z, scored, kid)
-        assert best is not None  # a keyring has at least one key
-        z, scored, kid = best
-        if scored < MIN_TOKENS:  # repeated bigrams are scored once
-            return Detection(None, "too_short", round(z, 3), None, scored, None)
-        p_value = min(1.0, len(self.detectors) * 0.5 * math.erfc(z / math.sqrt(2)))
-        marked = z >= Z_THRESHOLD
+    def detect(self, ids: list[int], choices: list[bool] | None = None, text_start: int = 1) -> Detection:
+        """`ids`: a context's tokens (never scored), then the text's from `text_start` on; `choices[i]`: whether
+        token i is scored (None: all of the text's). Too few tokens to score: too_short, or too_predictable when
+        the text was long enough but the model had too few choices in it."""
+        positions = range(max(1, text_start), len(ids))
+        candidates = unique_pairs(ids, positions)
+        pairs = candidates if choices is None else unique_pairs(ids, [i for i in positions if choices[i]])
+        scored = len(pairs)
+        if scored < MIN_TOKENS:
+            verdict = "too_predictable" if len(candidates) >= MIN_TOKENS else "too_short"
+            return Detection(None, verdict, None, None, scored, None)
+        spread = math.sqrt(scored * GREENLIST_RATIO * (1 - GREENLIST_RATIO))
+        best_green, best_key = -1, None
+        for kid, mark in self.marks.items():
+            green = sum(bool(mark.green_mask(previous)[token]) for previous, token in pairs)
+            if green > best_green:
+                best_green, best_key = green, kid
+        best_z = (best_green - GREENLIST_RATIO * scored) / spread
+        # The exact binomial tail, not the z-score's normal one: with few scored tokens the normal tail is
+        # several times too small.
+        p_single = binomial_tail(best_green, scored, GREENLIST_RATIO)
+        p_value = min(1.0, len(self.marks) * p_single)
+        marked = p_single <= P_THRESHOLD
         return Detection(
             marked,
             "watermarked" if marked else "not_watermarked",
-            round(z, 3),
+            round(best_z, 3),
             p_value,
             scored,
-            kid if marked else None,
+            best_key if marked else None,
         )
+
+
+def binomial_tail(successes: int, trials: int, rate: float) -> float:
+    """P(X >= successes) for X ~ Binomial(trials, rate)."""
+    return sum(math.comb(trials, k) * rate**k * (1 - rate) ** (trials - k) for k in range(successes, trials + 1))
+
+
+def unique_pairs(ids: list[int], positions) -> list[tuple[int, int]]:
+    """The (previous, token) pairs at `positions`, each once, in order."""
+    return list(dict.fromkeys((ids[i - 1], ids[i]) for i in positions))
+
+
+def has_choice(scores, threshold: float = ENTROPY_THRESHOLD):
+    """Per row of next-token scores [rows, vocab]: whether their entropy (nats) reaches `threshold`. Only there
+    does generation bias and detection count: where the model is all but certain, a bias can only push it off
+    its word (a tiny model then glues pieces of two names into one), and the token carries no mark anyway."""
+    import torch
+
+    logprobs = torch.log_softmax(scores.float(), dim=-1)
+    entropy = -torch.where(logprobs.isfinite(), logprobs.exp() * logprobs, 0.0).sum(-1)
+    return entropy >= threshold
+
+
+def choices(logits, threshold: float = ENTROPY_THRESHOLD) -> list[bool]:
+    """For logits [tokens, vocab] (position i predicting token i + 1): whether the model had a real choice of
+    each token. The first token has no prediction and is never a choice."""
+    return [False, *has_choice(logits[:-1], threshold).tolist()]
 
 
 def write_keyring(ring: Keyring) -> str:
