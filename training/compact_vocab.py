@@ -4,9 +4,9 @@ A 128-wide model spends almost all of its compute in the 50k-token softmax, on t
 contains: the demo corpus uses about 2,000. The Trainer trains a model whose vocabulary is just those tokens
 (the collator maps GPT-2 ids to compact ones); `expand` then writes an ordinary GPT-2 checkpoint with the full
 vocabulary, in which every token the corpus never used gets one fixed logit, far below any other, whatever the
-input: its output row is c / ln_f.weight (elementwise), and since the final layer norm's normalised output sums
-to zero over the width, the logit is c * sum(ln_f.bias / ln_f.weight), a constant. Input rows of unused tokens
-are zero: the model has learned nothing about them.
+input: with the final layer norm's scale folded into the head, its output row is a constant c, and since the
+norm's normalised output sums to zero over the width, the logit is c * sum(ln_f.bias), a constant. Input rows
+of unused tokens are zero: the model has learned nothing about them.
 """
 
 from __future__ import annotations
@@ -72,19 +72,44 @@ def expand(compact, full_config, used_ids: list[int]):
         trained = state.pop("transformer.wte.weight")
         state.pop("lm_head.weight", None)
         model.load_state_dict(state, strict=False)
-        index = torch.tensor(used_ids)
-        gamma, beta = model.transformer.ln_f.weight, model.transformer.ln_f.bias
-        constant = float((beta / gamma).sum())
-        if abs(constant) < 1e-6:  # no direction gives a fixed logit; every real layer norm has one
-            raise ValueError("the final layer norm leaves no fixed logit for unused tokens")
-        wte = torch.zeros(config.vocab_size, config.n_embd)
-        wte[index] = trained
-        head = (UNUSED_LOGIT / constant / gamma).expand(config.vocab_size, -1).clone()
-        head[index] = trained
-        model.transformer.wte.weight.copy_(wte)
-        model.lm_head.weight = torch.nn.Parameter(head)
+        model.transformer.wte.weight.zero_()
+        model.transformer.wte.weight[used_ids] = trained
+        model.lm_head.weight = torch.nn.Parameter(torch.zeros(config.vocab_size, config.n_embd))
+        model.lm_head.weight[used_ids] = trained
+        floor_unused(model, used_ids)
     model.generation_config = compact.generation_config
+    suppress_unused(model, used_ids)
     return model.eval()
+
+
+def suppress_unused(model, used_ids: list[int]) -> None:
+    """List the unused tokens in the generation config, so that no decoding writes them. The fixed logit alone
+    does not hold in int8: activations quantised per tensor move it by tens of nats."""
+    used = set(used_ids)
+    model.generation_config.suppress_tokens = [t for t in range(model.config.vocab_size) if t not in used]
+
+
+def floor_unused(model, used_ids: list[int]) -> None:
+    """Give every token outside `used_ids` the logit UNUSED_LOGIT, whatever the input (see the module's
+    docstring). The final layer norm's scale is folded into the lm_head first (exact: the norm feeds only the
+    head), so that the unused rows are one constant: per-row int8 quantisation keeps such a row exact, where
+    rows of c / ln_f.weight lost the floor to rounding."""
+    import torch
+
+    norm, head = model.transformer.ln_f, model.lm_head.weight
+    with torch.no_grad():
+        gamma = norm.weight.clone()
+        if gamma.abs().min() < 1e-3:
+            raise ValueError("the final layer norm has a scale near zero: it cannot be folded into the head")
+        head.mul_(gamma)
+        norm.bias.div_(gamma)
+        norm.weight.fill_(1.0)
+        constant = float(norm.bias.sum())
+        if abs(constant) < 1e-6:  # no constant row gives a fixed logit; every trained layer norm has one
+            raise ValueError("the final layer norm leaves no fixed logit for unused tokens")
+        unused = torch.ones(head.shape[0], dtype=torch.bool)
+        unused[used_ids] = False
+        head[unused] = UNUSED_LOGIT / constant
 
 
 def expand_saved(output: Path, full_config, used_ids: list[int]) -> None:

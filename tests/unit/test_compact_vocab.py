@@ -67,3 +67,21 @@ def test_compact_vocab_needs_a_model_from_scratch(tmp_path):
         check_options(
             TrainOptions(task="article", data=tmp_path, output=tmp_path, base="distilgpt2", compact_vocab=True)
         )
+
+
+def test_unused_tokens_are_suppressed_in_decoding_even_in_int8():
+    """Activations quantised per tensor move the fixed logit by tens of nats, so the expanded model also lists
+    the unused tokens in its generation config, and decoding never writes one."""
+    from newsgen.optimize import quantize_int8
+    from newsgen.processors import suppress
+
+    full = compact_vocab.expand(trained_compact(), FULL, USED)
+    unused = [t for t in range(FULL.vocab_size) if t not in USED]
+    assert full.generation_config.suppress_tokens == unused
+    with torch.no_grad():
+        logits = quantize_int8(full)(input_ids=torch.tensor([USED])).logits[0]
+    kept = suppress(unused)(None, logits)
+    assert torch.isinf(kept[:, unused]).all() and torch.isfinite(kept[:, USED]).all()
+    only_unused = torch.full_like(logits, -float("inf"))
+    only_unused[:, unused[:3]] = 1.0  # the constraints left nothing else: the row is kept as it was
+    assert torch.equal(suppress(unused)(None, only_unused), only_unused)

@@ -49,7 +49,10 @@ def token_logits(loaded: LoadedModel, ids: list[int]):
             loaded.model(input_ids=torch.tensor([ids[start : start + window]]), use_cache=False).logits[0]
             for start in range(0, len(ids), window)
         ]
-    return torch.cat(rows)
+        logits = torch.cat(rows)
+        for processor in _suppressed(loaded.model):  # as generation sees them
+            logits = processor(None, logits)
+    return logits
 
 
 DECODING_FIELDS = (
@@ -155,6 +158,7 @@ def generate(
             readings = read_word_ends(model, tokenizer, vocabulary, encoded, removed, typed)
             if decoding["num_beams"] == 1:
                 constraints = _constraints(vocabulary, removed, readings, n, encoded["input_ids"].shape[1])
+                constraints += _suppressed(model)
                 healed = [r for r in removed for _ in range(n)]
                 new_tokens, logprobs = _decode(
                     model, tokenizer, encoded, decoding, n, params, time_budget_s, marker, constraints, healed
@@ -162,6 +166,7 @@ def generate(
             else:
                 width = encoded["input_ids"].shape[1]
                 constraints = _constraints(vocabulary, removed, readings, decoding["num_beams"], width)
+                constraints += _suppressed(model)
                 new_tokens, logprobs = _beam_search(
                     beam_model, tokenizer, encoded, decoding, n, params, extra, [*constraints, marker]
                 )
@@ -279,6 +284,14 @@ def _constraints(vocabulary: ByteVocabulary | None, removed: list[bytes], readin
     if any(readings):
         constraints.insert(0, WordEnds(vocabulary, rows(readings), width))
     return constraints
+
+
+def _suppressed(model) -> list:
+    """The model's suppress_tokens (generation_config) as a processor, if it has any."""
+    from newsgen.processors import suppress
+
+    banned = getattr(model.generation_config, "suppress_tokens", None)
+    return [suppress(banned)] if banned else []
 
 
 def _processors(decoding: dict, watermark=None, constraints=()):

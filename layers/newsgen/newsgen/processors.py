@@ -50,6 +50,18 @@ def no_repeat_ngram(size: int) -> Processor:
     return apply
 
 
+def suppress(token_ids: Sequence[int]) -> Processor:
+    """SuppressTokensLogitsProcessor: these tokens never come (a model trained over a compact vocabulary lists
+    the rest of GPT-2's in its generation_config); a row the constraints left only such tokens keeps them."""
+    banned = torch.tensor(list(token_ids), dtype=torch.long)
+
+    def apply(input_ids, scores):
+        kept = scores.index_fill(-1, banned.to(scores.device), -float("inf"))
+        return torch.where(torch.isinf(kept).all(-1, keepdim=True), scores, kept)
+
+    return apply
+
+
 def temperature(value: float) -> Processor:
     return lambda input_ids, scores: scores / value
 
