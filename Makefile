@@ -160,6 +160,10 @@ bench-batch: $(STAMP)  ## peak memory of batch dispatch and assembly for a 100 M
 bench-watermark: $(STAMP)  ## watermark detection (TPR/FPR, edits), quality and speed cost, SynthID beside it (~15 min) → bench/watermark.json
 	$(PY) -m bench.watermark
 
+.PHONY: demo-models
+demo-models: $(STAMP)  ## train the shipped demo models again from the demo corpus (minutes on 2 cores) → infra/local/demo-models/
+	$(PY) -m infra.local.demo_models
+
 .PHONY: bench-follow
 bench-follow: $(STAMP)  ## does the demo article model follow its headline? 50 held-out headlines (after one `make run`) → bench/follow.json
 	$(PY) -m bench.follow $(ARGS)

@@ -29,10 +29,19 @@ HEADLINES = ROOT / "bench" / "follow_headlines.tsv"
 # for minutes copies only words whose tokens it has learned), but their share says how far copying carries.
 UNSEEN_HEADLINES = ROOT / "bench" / "follow_unseen_headlines.tsv"
 OUTPUT = ROOT / "bench" / "follow.json"
+SAMPLE_CSV = ROOT.parent / "shared" / "data" / "all-the-news-sample.csv"
 TARGET = 0.8
 WATERMARK_KEY = 20240612  # a fixed key, so that a rerun on the same model writes the same articles
 SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 WORD = re.compile(r"[a-z0-9]+")  # "senate's" holds the word "senate"
+LETTERS = re.compile(r"[a-z]+")
+TARGETS = {
+    "follow": TARGET,
+    "with_repeated_sentence": 0.05,
+    "with_non_word": 0.05,
+    "detected": 0.9,
+    "false_positives": 0.01,
+}
 
 
 class FollowError(Exception):
@@ -111,6 +120,7 @@ def corpus_titles() -> set[str]:
 def score(items: list[HeldOut], articles: list[list[str]], vocabulary: set[str]) -> dict:
     """The figures from the articles written for each held-out headline (same order)."""
     per_headline, hits, total = [], {"in_corpus": [0, 0], "not_in_corpus": [0, 0]}, [0, 0]
+    flawed = {"repeated_sentence": 0, "non_word": 0}
     for item, texts in zip(items, articles, strict=True):
         known = not noun_forms(item.noun).isdisjoint(vocabulary)
         group = hits["in_corpus" if known else "not_in_corpus"]
@@ -122,7 +132,18 @@ def score(items: list[HeldOut], articles: list[list[str]], vocabulary: set[str])
             group[1] += 1
             total[0] += carried
             total[1] += 1
-            results.append({"first_sentence": sentence, "carries_noun": carried})
+            strange = non_words(text, vocabulary)
+            repeated = repeats_a_sentence(text)
+            flawed["repeated_sentence"] += repeated
+            flawed["non_word"] += bool(strange)
+            results.append(
+                {
+                    "first_sentence": sentence,
+                    "carries_noun": carried,
+                    "repeated_sentence": repeated,
+                    "non_words": strange,
+                }
+            )
         per_headline.append(
             {"headline": item.headline, "noun": item.noun, "noun_in_corpus": known, "articles": results}
         )
@@ -134,8 +155,24 @@ def score(items: list[HeldOut], articles: list[list[str]], vocabulary: set[str])
             name: {"articles": n, "carrying_main_noun": k, "share": round(k / n, 4) if n else None}
             for name, (k, n) in hits.items()
         },
+        # Clean text: articles with a sentence written twice, and with a word the corpus never uses (glued pieces).
+        **{
+            f"with_{flaw}": {"articles": k, "share": round(k / total[1], 4) if total[1] else None}
+            for flaw, k in flawed.items()
+        },
         "per_headline": per_headline,
     }
+
+
+def non_words(text: str, vocabulary: set[str]) -> list[str]:
+    """The text's words (letters only) that the corpus never uses: pieces glued into words that do not exist."""
+    return sorted({word for word in LETTERS.findall(text.casefold()) if word not in vocabulary})
+
+
+def repeats_a_sentence(text: str) -> bool:
+    sentences = [" ".join(WORD.findall(s.casefold())) for s in SENTENCE_END.split(text)]
+    sentences = [s for s in sentences if len(s.split()) >= 3]
+    return len(sentences) != len(set(sentences))
 
 
 def cpu_model() -> str:
@@ -149,10 +186,10 @@ def cpu_model() -> str:
 
 
 def default_model() -> Path:
-    """Where `make run` keeps the demo article model trained on the demo corpus."""
-    from infra.local.run import DEFAULT_WORKDIR, source_key
+    """The demo article model `make run` serves (shipped in the repository)."""
+    from infra.local.demo_models import SHIPPED
 
-    return DEFAULT_WORKDIR / source_key(None) / "article"
+    return SHIPPED / "article"
 
 
 def generate_articles(
@@ -201,6 +238,56 @@ def generate_articles(
     return articles, described
 
 
+def human_texts(limit: int = 240) -> list[str]:
+    """Headline and first 100 words of the All-the-News sample's articles (when ../shared/data is there)."""
+    import csv
+
+    if not SAMPLE_CSV.is_file():
+        return []
+    with open(SAMPLE_CSV, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))[:limit]
+    return [f"{row['title'].strip()}\n{' '.join(row['content'].split()[:100])}" for row in rows if row.get("content")]
+
+
+def detection(model: Path, marked: list[str], unmarked: list[str], human: list[str]) -> dict:
+    """/v1/detect's verdicts (the tokens where the model had a choice) on served articles (headline, then
+    article) and on texts without the mark; beside them, the count over every token."""
+    from newsgen import generation, prompt, watermark
+    from training.sample import load_local
+
+    loaded = load_local(model)
+    kid = watermark.key_id(WATERMARK_KEY)
+    detector = watermark.Detector(
+        watermark.Keyring(current=kid, keys={kid: WATERMARK_KEY}), int(loaded.model.config.vocab_size), loaded.tokenizer
+    )
+
+    def judged(texts: list[str], every_token: bool = False) -> dict:
+        verdicts = []
+        for text in texts:
+            if every_token:
+                verdicts.append(detector.detect_text(text))
+                continue
+            ids, start = prompt.as_written(loaded.tokenizer, text, loaded.manifest.prompt_format)
+            verdicts.append(detector.detect(ids, watermark.choices(generation.token_logits(loaded, ids)), start))
+        counts = {v: sum(d.verdict == v for d in verdicts) for v in ("watermarked", "too_predictable", "too_short")}
+        scored = sorted(d.tokens_scored for d in verdicts)
+        return {
+            "texts": len(texts),
+            **counts,
+            "share_watermarked": round(counts["watermarked"] / len(texts), 4) if texts else None,
+            "tokens_scored_median": scored[len(scored) // 2] if scored else None,
+        }
+
+    return {
+        "threshold_z": watermark.Z_THRESHOLD,
+        "entropy_threshold_nats": watermark.ENTROPY_THRESHOLD,
+        "served_articles": judged(marked),
+        "unmarked_articles": judged(unmarked),
+        "human_articles": judged(human),
+        "served_articles_every_token_scored": judged(marked, every_token=True),
+    }
+
+
 def run(
     model: Path,
     headlines_file: Path,
@@ -225,6 +312,11 @@ def run(
     greedy_figures = score(items, greedy, vocabulary)
     unmarked, _ = generate_articles(model, headlines, samples, seed, max_new_tokens, watermark=False)
     unmarked_figures = score(items, unmarked, vocabulary)
+
+    def headed(texts: list[list[str]]) -> list[str]:
+        return [f"{h}\n{text}" for h, row in zip(headlines, texts, strict=True) for text in row]
+
+    watermark_figures = detection(model, headed(articles), headed(unmarked), human_texts())
     unseen_figures = None
     if unseen_file is not None:
         unseen = read_headlines(unseen_file)
@@ -249,6 +341,8 @@ def run(
         },
         "generation_s": round(time.perf_counter() - started, 1),
         **figures,
+        "watermark": watermark_figures,
+        "targets": TARGETS,
         # The model's own preference, without sampling or the watermark's bias (both served by default).
         "greedy_unwatermarked": {k: v for k, v in greedy_figures.items() if k != "per_headline"}
         | {"first_sentences": [h["articles"][0]["first_sentence"] for h in greedy_figures["per_headline"]]},
@@ -290,7 +384,11 @@ def main(argv: list[str] | None = None) -> None:
         f"watermark {unmarked['share']} of {unmarked['articles']}; greedy without it {greedy['share']} of "
         f"{greedy['articles']}"
         + (f"; nouns the corpus never uses {unseen['share']} of {unseen['articles']}" if unseen else "")
-        + f" → {args.output}"
+        + f"; with a repeated sentence {result['with_repeated_sentence']['share']}, with a non-word "
+        f"{result['with_non_word']['share']}; watermark detected in "
+        f"{result['watermark']['served_articles']['share_watermarked']} of served articles, false positives "
+        f"{result['watermark']['unmarked_articles']['share_watermarked']} unmarked, "
+        f"{result['watermark']['human_articles']['share_watermarked']} human" + f" → {args.output}"
     )
 
 

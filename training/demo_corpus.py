@@ -27,27 +27,29 @@ from pathlib import Path
 
 # Part of `make run`'s reuse key (infra/local/run.py): bump it with any change to what this module writes,
 # so that demo models trained on an older corpus are trained again.
-CORPUS_VERSION = 5
+CORPUS_VERSION = 7
 DEFAULT_ROWS = 3000
 DEFAULT_SEED = 7
 MIN_TITLE_WORDS = 8  # prepare's default --min-title-words
 
 OUTLETS = ["Harbor Ledger", "Valley Courier", "Northwind Post", "Evening Lantern"]
+# Two words each, every word one GPT-2 token: a small model glued the pieces of one-word invented names
+# into names that do not exist ("Silver" + "view").
 PLACES = [
-    "Harborview",
+    "Harbor View",
     "Pine Hollow",
-    "Westmere",
-    "Marlow Bay",
-    "Eastbrook",
-    "Stonefield",
-    "Larkspur",
-    "Redwater",
-    "Ashford",
-    "Calder Springs",
-    "Brightwater",
-    "Fenwick",
-    "Oakridge",
-    "Silverton",
+    "West Haven",
+    "Mill Creek",
+    "Red Hill",
+    "Ash Grove",
+    "Clear Lake",
+    "Oak Ridge",
+    "Fox River",
+    "North Bend",
+    "Cedar Falls",
+    "Rock Springs",
+    "Green Valley",
+    "Elm Park",
     "the capital",
     "the northern counties",
     "the coastal region",
@@ -483,23 +485,39 @@ VERBATIM_OPENINGS = [
     "{headline}, local reports said on {day}.",
 ]
 VERBATIM_SHARE = 0.5
+# Middle sentences carry most of an article's words. Each has slots (a person, a role, a number, a place, a
+# quote) filled from lists, so that a sentence's words are well predicted once it has begun while its fillers
+# are free choices: that is where a sampled article varies, and where the watermark can put its mark (a text
+# whose every token is certain cannot carry one).
 MIDDLES = [
     "Supporters said the change would help about {number} residents, while critics called it rushed.",
-    "The measure is expected to cost roughly {number} thousand dollars over the next two years.",
-    "Officials said a public hearing would be held before the end of the month.",
-    "Several residents spoke at a meeting, some in favor and others strongly opposed.",
-    "A spokesperson said the details were still being worked out.",
-    "The plan had stalled twice before, most recently last spring.",
-    "Local business owners said they were cautiously hopeful about the outcome.",
-    "An independent review found that demand had grown steadily for several years.",
-    "Nobody was available for comment late on {day}.",
-    "It was the second such announcement this year.",
+    "The measure is expected to cost roughly {number} thousand dollars over the next {years} years.",
+    "Officials said a public hearing would be held in {place} before the end of {month}.",
+    "A spokesperson for the {body} said the details were still being worked out.",
+    "The plan had stalled twice before, most recently in {month}.",
+    "Local business owners in {place} said they were cautiously hopeful about the outcome.",
+    "Nobody from the {body} was available for comment late on {day}.",
+    "{first} {last}, a {role} in {place}, said the decision {reaction}.",
+    '"{quote}," said {first} {last}, a {role} who has lived in {place} for {years} years.',
+    '{first} {last}, a {role}, said: "{quote}."',
+    "About {number} people attended a meeting at the {venue} in {place} on {day}.",
+    "A survey by the {org} found that {percent} percent of residents supported the plan.",
+    "A report by the {org} in {month} found that demand had grown for {years} years in a row.",
+    "The {body} will meet again on {day} to discuss {concern}.",
+    "Critics, led by {first} {last}, a {role}, warned that {concern} had been ignored.",
+    "In {place}, {first} {last} said the news {reaction}.",
+    "The {org} said it would publish a full review in {month}.",
+    "Similar plans were tried in {place} and {place2}, with mixed results.",
+    "Turnout at the {venue} was the highest in {years} years, organizers said.",
+    "The {body} said the first changes could take effect as early as {month}.",
 ]
 CLOSINGS = [
     "A final decision is expected in the coming weeks.",
-    "Further meetings are scheduled for next month.",
+    "Further meetings are scheduled for {month}.",
     "The debate is likely to continue well into next year.",
     "Opponents said they would keep pressing for changes.",
+    "The {body} is expected to vote on the matter in {month}.",
+    "{first} {last} said residents would be watching closely.",
 ]
 REACTIONS = [
     "surprised many residents",
@@ -507,6 +525,144 @@ REACTIONS = [
     "angered some longtime critics",
     "was widely expected",
     "caught many by surprise",
+    "came far too late",
+    "was a relief for many families",
+]
+FIRST_NAMES = [
+    "Maria",
+    "James",
+    "Aisha",
+    "Daniel",
+    "Sofia",
+    "Thomas",
+    "Grace",
+    "Samuel",
+    "Elena",
+    "David",
+    "Hannah",
+    "Oliver",
+    "Priya",
+    "Michael",
+    "Laura",
+    "Peter",
+    "Nadia",
+    "Robert",
+    "Emily",
+    "Carlos",
+    "Julia",
+    "Henry",
+    "Fatima",
+    "George",
+    "Rachel",
+    "Martin",
+    "Alice",
+    "Victor",
+    "Helen",
+    "Omar",
+]
+LAST_NAMES = [
+    "Alvarez",
+    "Brooks",
+    "Chen",
+    "Dawson",
+    "Ellis",
+    "Fischer",
+    "Garcia",
+    "Hughes",
+    "Ibrahim",
+    "Jensen",
+    "Kowalski",
+    "Lopez",
+    "Murphy",
+    "Novak",
+    "Okafor",
+    "Patel",
+    "Quinn",
+    "Rossi",
+    "Schmidt",
+    "Turner",
+    "Walsh",
+    "Young",
+    "Bennett",
+    "Carter",
+    "Foster",
+    "Harper",
+    "Keller",
+    "Morgan",
+    "Reyes",
+    "Shaw",
+]
+ROLES = [
+    "retired teacher",
+    "local shop owner",
+    "city planner",
+    "nurse",
+    "union organizer",
+    "farmer",
+    "university economist",
+    "bus driver",
+    "council member",
+    "longtime resident",
+    "small business owner",
+    "community organizer",
+    "high school principal",
+    "restaurant owner",
+    "former police officer",
+    "graduate student",
+    "parent of two",
+    "retired engineer",
+    "pastor",
+    "lawyer",
+]
+QUOTES = [
+    "This is a good day for the whole community",
+    "We were never asked what we thought",
+    "It is a start, but it is not enough",
+    "People here have waited a long time for this",
+    "Nobody can say we did not warn them",
+    "We will be back next month with more people",
+    "This will change how we live and work",
+    "I have never seen anything like it",
+    "The numbers simply do not add up",
+    "Our families deserve better than this",
+    "We are ready to work with anyone on this",
+    "It came as a complete surprise to me",
+]
+BODIES = ["city council", "county board", "state agency", "ministry", "commission", "school board", "company"]
+ORGS = [
+    "state statistics office",
+    "regional planning agency",
+    "university research center",
+    "chamber of commerce",
+    "local newspaper",
+    "independent audit office",
+    "national bureau of statistics",
+    "policy institute",
+]
+VENUES = ["town hall", "public library", "community center", "high school gym", "church hall", "city museum"]
+CONCERNS = [
+    "the cost to taxpayers",
+    "traffic on the main road",
+    "the effect on small businesses",
+    "the safety of children",
+    "rising rents",
+    "the timeline for the work",
+    "water quality in the river",
+    "noise from the site",
+]
+MONTHS = [
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
 ]
 HEADER = ["", "id", "title", "publication", "author", "date", "year", "month", "url", "content"]
 
@@ -515,7 +671,7 @@ def plural_verb(present: str) -> str:
     """'passes' -> 'pass', 'rallies' -> 'rally', 'approves' -> 'approve'."""
     if present.endswith("ies"):
         return present[:-3] + "y"
-    if present.endswith(("sses", "shes", "ches", "xes", "zes")):
+    if present.endswith(("sses", "shes", "ches", "xes", "zzes")):
         return present[:-2]
     return present[:-1]
 
@@ -529,6 +685,27 @@ def subject_of(rng: random.Random, topic: Topic) -> tuple[str, bool]:
 
 def phrase(*parts: str) -> str:
     return " ".join(p for p in parts if p)
+
+
+def fillers(rng: random.Random, place: str) -> dict:
+    """A sentence's own free choices: drawn anew for each sentence, so that every one of them varies."""
+    return {
+        "place2": rng.choice([p for p in PLACES if p != place]),
+        "day": rng.choice(DAYS),
+        "month": rng.choice(MONTHS),
+        "reaction": rng.choice(REACTIONS),
+        "number": f"{rng.randint(2, 90) * 100:,}",
+        "years": rng.randint(2, 30),
+        "percent": rng.randint(12, 88),
+        "first": rng.choice(FIRST_NAMES),
+        "last": rng.choice(LAST_NAMES),
+        "role": rng.choice(ROLES),
+        "quote": rng.choice(QUOTES),
+        "body": rng.choice(BODIES),
+        "org": rng.choice(ORGS),
+        "venue": rng.choice(VENUES),
+        "concern": rng.choice(CONCERNS),
+    }
 
 
 def story(rng: random.Random) -> tuple[str, str, str]:
@@ -563,11 +740,10 @@ def story(rng: random.Random) -> tuple[str, str, str]:
         "tail": tail,
         "day": rng.choice(DAYS),
         "reaction": rng.choice(REACTIONS),
-        "number": rng.randint(2, 90) * 100,
     }
     opening = rng.choice(VERBATIM_OPENINGS if rng.random() < VERBATIM_SHARE else OPENINGS)
-    sentences = [opening, *rng.sample(MIDDLES, k=rng.randint(2, 4)), rng.choice(CLOSINGS)]
-    content = " ".join(s.format(**values) for s in sentences)
+    sentences = [opening, *rng.sample(MIDDLES, k=rng.randint(4, 5)), rng.choice(CLOSINGS)]
+    content = " ".join(s.format(**{**values, **fillers(rng, place)}) for s in sentences)
     return title, rng.choice(OUTLETS), content
 
 

@@ -36,16 +36,20 @@ Weights: safetensors only. Decoding defaults: `generation_config.json`.
 
 def stage_int8(model_dir: Path, staging: Path) -> Path:
     """The files of an int8 export: the model's, with its fp32 weights replaced by the int8 model the server
-    would build at load (newsgen.optimize), so a container loads it without quantising."""
+    would build at load (newsgen.optimize), so a container loads it without quantising. A directory that holds
+    an int8 export already (the shipped demo models) is taken as it is."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
     from newsgen.optimize import int8_tensors, quantize_int8
 
+    exported = (model_dir / artifacts.INT8_WEIGHTS).is_file() and not (model_dir / "model.safetensors").is_file()
     for pattern in artifacts.ARTIFACT_PATTERNS:
         for file in model_dir.glob(pattern):
-            if file.is_file() and not file.name.startswith("model"):
+            if file.is_file() and (exported or not file.name.startswith("model")):
                 shutil.copy2(file, staging / file.name)
+    if exported:
+        return staging
     model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
     save_file(
         int8_tensors(quantize_int8(model.eval())),

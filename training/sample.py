@@ -55,6 +55,7 @@ def load_local(model_dir: Path) -> LoadedModel:
         version=LOCAL_VERSION,
         base_model=report.get("base_model", "unknown"),
         data_fingerprint=report.get("data_fingerprint"),
+        export="fp32" if (model_dir / "model.safetensors").is_file() else "int8",  # int8: the shipped demo models
     )
     try:
         model, tokenizer = load_model_dir(model_dir, manifest)

@@ -32,11 +32,6 @@ from typing import TextIO
 from infra.local import harness
 
 DEFAULT_WORKDIR = harness.STATE_DIR / "demo"
-# Enough steps for the tiny models to learn the prompt format and the corpus' shape on 2 CPU cores, and for the
-# article model to carry its headline's subject into its first sentence (bench/follow.json): served, 78 of 100
-# articles at 600 steps, 87 at 900, 90 at 1,200; 900 costs about two minutes more than 600 on a first start.
-DEMO_STEPS = {"headline": 400, "article": 900}
-DEMO_LEARNING_RATE = {"headline": None, "article": 3e-3}  # None: train's default for a model from scratch
 # Validation perplexity under which the demo models' text reads as sentences: about as unsure as a choice among
 # 30 tokens per step. The demo corpus gets ~1.4 for articles and ~8 for headlines; the 240-row All-the-News
 # sample ~1,000.
@@ -71,53 +66,35 @@ def source_key(data: Path | None) -> str:
     return "csv-" + hashlib.sha256(data.read_bytes()).hexdigest()[:16]
 
 
-def ensure_models(workdir: Path, data: Path | None, steps: dict[str, int], progress: bool = True) -> dict[str, Path]:
-    """Train the demo models unless this workdir already has them for the same data."""
-    from training.demo_corpus import write_demo_csv
-    from training.prepare import prepare
-    from training.train import TrainOptions, train
+def ensure_models(workdir: Path, data: Path | None, progress: bool = True) -> dict[str, Path]:
+    """The models to serve: the shipped demo models, or models trained here on DATA (or on the demo corpus, when
+    the shipped ones were trained for another corpus or prompt format), reused by a later start."""
+    from infra.local import demo_models
 
-    key = source_key(data)
-    models = {task: workdir / key / task for task in steps}
+    if data is None and (shipped := demo_models.shipped_models()):
+        print(f"demo models: shipped in {shown(demo_models.SHIPPED)} (make demo-models trains them again)", flush=True)
+        return shipped
+    if data is None:
+        print("the shipped demo models were trained for another corpus or prompt format: training new ones", flush=True)
+    directory = workdir / source_key(data)
+    models = {task: directory / task for task in demo_models.TASKS}
     if all((path / "model.safetensors").is_file() for path in models.values()):
-        print(f"reusing demo models in {workdir / key}", flush=True)
+        print(f"reusing the models trained in {shown(directory)}", flush=True)
         return models
-    prepared = workdir / key / "data"
-    if not (prepared / "report.json").is_file():
-        csv = data
-        if csv is None:
-            csv = write_demo_csv(workdir / "demo-corpus.csv")
-        prepare([csv], prepared, progress=progress)
-    for task, path in models.items():
-        if (path / "model.safetensors").is_file():
-            continue
-        started = time.perf_counter()
-        print(f"training the demo {task} model ({steps[task]} steps, CPU)…", flush=True)
-        options = TrainOptions(
-            task=task,
-            data=prepared,
-            output=path,
-            base="tiny",
-            max_steps=steps[task],
-            eval_steps=100,
-            save_steps=100,
-            batch_size=16 if task == "headline" else 8,
-            learning_rate=DEMO_LEARNING_RATE[task],
-            resume=any((path / "checkpoints").glob("checkpoint-*")),
-            progress=progress,
-        )
-        report = train(options)
-        print(
-            f"trained {task} in {time.perf_counter() - started:.0f}s "
-            f"(validation perplexity {report['val_perplexity']:,.1f})",
-            flush=True,
-        )
-    return models
+    return demo_models.train_models(directory, data, progress=progress)
+
+
+def shown(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory where it can be."""
+    with contextlib.suppress(ValueError):
+        return str(path.resolve().relative_to(Path.cwd()))
+    return str(path)
 
 
 def publish(models: dict[str, Path]) -> dict[str, str]:
     import boto3
 
+    from newsgen.artifacts import INT8_WEIGHTS
     from training.publish import publish_model
 
     s3 = boto3.client("s3")
@@ -126,8 +103,15 @@ def publish(models: dict[str, Path]) -> dict[str, str]:
     for task, path in models.items():
         report = json.loads((path / "training_report.json").read_text())
         version = f"demo-{(report.get('data_fingerprint') or 'local')[:12]}"
+        export = "int8" if (path / INT8_WEIGHTS).is_file() else "fp32"
         publish_model(
-            path, bucket=harness.MODEL_BUCKET, prefix=harness.MODEL_PREFIX, task=task, version=version, progress=False
+            path,
+            bucket=harness.MODEL_BUCKET,
+            prefix=harness.MODEL_PREFIX,
+            task=task,
+            version=version,
+            export=export,
+            progress=False,
         )
         versions[task] = version
     return versions
@@ -197,11 +181,6 @@ def quiet_console(log_path: Path) -> TextIO:
 def training_cli_help(endpoint: str, models: dict[str, Path], versions: dict[str, str]) -> str:
     """How to use the training CLI against this local S3: the environment and commands to paste."""
 
-    def shown(path: Path) -> str:
-        with contextlib.suppress(ValueError):
-            return str(path.resolve().relative_to(Path.cwd()))
-        return str(path)
-
     env = {
         "AWS_ENDPOINT_URL": endpoint,
         **harness.CREDENTIALS,
@@ -210,6 +189,8 @@ def training_cli_help(endpoint: str, models: dict[str, Path], versions: dict[str
     }
     python = shlex.quote(sys.executable if not Path(".venv/bin/python").is_file() else ".venv/bin/python")
     target = f"--bucket {harness.MODEL_BUCKET} --prefix {harness.MODEL_PREFIX} --task headline"
+    if not (models["headline"] / "model.safetensors").is_file():  # the shipped int8 export
+        target += " --export int8"
     return (
         "the training CLI against this S3 (in another shell; its credentials are dummies, nothing goes to AWS):\n"
         f"  export {' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())}\n"
@@ -224,18 +205,18 @@ def training_cli_help(endpoint: str, models: dict[str, Path], versions: dict[str
 def quality_note(models: dict[str, Path], data: Path | None) -> str:
     """What to expect of the demo models, from their training reports."""
     reports = {task: json.loads((path / "training_report.json").read_text()) for task, path in models.items()}
-    perplexities = ", ".join(f"{task} {r['val_perplexity']:,.1f}" for task, r in reports.items())
-    parameters = max(r.get("parameters", 0) for r in reports.values()) / 1e6
+    config = json.loads((models["article"] / "config.json").read_text())
+    perplexities = ", ".join(f"{task} {r['val_perplexity']:,.2f}" for task, r in reports.items())
     source = "the synthetic demo corpus (sentences from templates)" if data is None else data.name
     if max(r["val_perplexity"] for r in reports.values()) < FLUENT_PERPLEXITY:
         expect = "they recombine its phrases into plausible-looking, invented news"
     else:
         expect = "they write word salad in the style of news, not readable text"
     note = (
-        f"demo models: {parameters:.1f}M-parameter GPT-2s trained from scratch in minutes on {source}; "
+        f"models: {config['n_layer']}-layer, {config['n_embd']}-wide GPT-2s trained from scratch on {source}; "
         f"validation perplexity {perplexities}: {expect}. It is all fake news.\n"
     )
-    for report in reports.values():
+    for report in reports.values() if data is not None else ():  # the demo corpus' size is no news
         if report.get("data_warning"):
             note += f"warning: {report['data_warning']}\n"
     return note
@@ -300,7 +281,7 @@ def serve_until_stopped(argv: list[str] | None) -> None:
     api_server = pollers = None
     try:
         print(f"local S3 on {endpoint}", flush=True)
-        models = ensure_models(args.workdir, args.data, DEMO_STEPS, progress=args.verbose)
+        models = ensure_models(args.workdir, args.data)
         versions = publish(models)
         print(f"published to s3://{harness.MODEL_BUCKET}/{harness.MODEL_PREFIX}/: {versions}", flush=True)
         os.environ.update(
