@@ -189,13 +189,12 @@ def training_cli_help(endpoint: str, models: dict[str, Path], versions: dict[str
     }
     python = shlex.quote(sys.executable if not Path(".venv/bin/python").is_file() else ".venv/bin/python")
     target = f"--bucket {harness.MODEL_BUCKET} --prefix {harness.MODEL_PREFIX} --task headline"
-    if not (models["headline"] / "model.safetensors").is_file():  # the shipped int8 export
-        target += " --export int8"
+    export = "" if (models["headline"] / "model.safetensors").is_file() else " --export int8"  # the shipped models
     return (
         "the training CLI against this S3 (in another shell; its credentials are dummies, nothing goes to AWS):\n"
         f"  export {' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())}\n"
         f"  {python} -m training versions --task headline\n"
-        f"  {python} -m training publish --model {shlex.quote(shown(models['headline']))} {target} --version my-v2\n"
+        f"  {python} -m training publish --model {shlex.quote(shown(models['headline']))} {target}{export} --version my-v2\n"
         f"  {python} -m training set-latest {target} --version {versions['headline']}    (roll back)\n"
         f"  LATEST is re-read every {harness.LOCAL_SETTINGS['LATEST_TTL_SECONDS']} s here: a publish shows in "
         "/v1/models at once.\n"

@@ -51,3 +51,16 @@ def test_the_committed_held_out_list_is_valid_and_held_out():
     items = read_headlines(HEADLINES)
     assert len(items) == 50
     assert not corpus_titles() & {" ".join(i.headline.casefold().split()) for i in items}
+
+
+def test_clean_text_counts_repeated_sentences_and_words_the_corpus_never_uses():
+    from bench.follow import non_words, repeats_a_sentence
+
+    vocabulary = {"silver", "lake", "harbor", "view", "the", "plan", "stalled", "twice", "in", "council", "met"}
+    assert non_words("The plan stalled in Silverview, then Harbor View.", vocabulary) == ["silverview", "then"]
+    assert repeats_a_sentence("The plan stalled twice. Council met. The plan stalled twice!")
+    assert not repeats_a_sentence("The plan stalled twice. The plan stalled in Harbor View.")
+    items = [HeldOut("Council meets in Silver Lake", "Council")]
+    figures = score(items, [["Council met in Silverview. Council met in Silverview."]], vocabulary)
+    assert figures["with_repeated_sentence"] == {"articles": 1, "share": 1.0}
+    assert figures["with_non_word"] == {"articles": 1, "share": 1.0}
