@@ -122,9 +122,9 @@ def listening(url: str) -> bool:
 def test_quiet_console_publish_shows_at_once_and_ctrl_c_stops_everything(make_run, workdir, headline_model):
     run = make_run()
     s3 = run.wait_for(r"^local S3 on (http://\S+)$").group(1)
-    url = run.wait_for(r"^newsgen is up in \d+s: (http://\S+)").group(1)
     # A first start trains nothing: it publishes the shipped demo models through the real publish step.
     run.wait_for(r"^demo models: shipped in infra/local/demo-models \(make demo-models trains them again\)$")
+    url = run.wait_for(r"^newsgen is up in \d+s: (http://\S+)").group(1)
     run.wait_for(r"^models: 4-layer, 128-wide GPT-2s .* on the synthetic demo corpus .*: they recombine its phrases")
     export = run.wait_for(r"^  export (AWS_ENDPOINT_URL=.*)$").group(1)
     run.wait_for(r"^logs: ")
