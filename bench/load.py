@@ -105,14 +105,11 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=Path("bench/load.json"))
     args = parser.parse_args()
     from infra.local.harness import MODEL_BUCKET, start_s3
-    from infra.local.run import DEFAULT_WORKDIR, publish, source_key
+    from infra.local.run import DEFAULT_WORKDIR, ensure_models, publish
 
     server, _ = start_s3()
     try:
-        models = {task: DEFAULT_WORKDIR / source_key(None) / task for task in ("headline", "article")}
-        if not all((p / "model.safetensors").is_file() for p in models.values()):
-            raise SystemExit("error: no demo models in .newsgen/demo; run `make run` once first")
-        publish(models)
+        publish(ensure_models(DEFAULT_WORKDIR, None))  # the models `make run` serves
         os.environ.update(
             MODEL_BUCKET=MODEL_BUCKET, MODEL_CACHE_DIR=str(DEFAULT_WORKDIR / "cache-load"), PRELOAD_MODELS="true"
         )

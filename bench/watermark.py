@@ -764,7 +764,7 @@ def main(argv=None) -> None:
     os.environ.update(HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
     import torch
 
-    from infra.local.run import DEMO_STEPS, ensure_models
+    from infra.local.run import ensure_models
     from newsgen import prompt
     from newsgen.watermark import (
         BIAS,
@@ -792,8 +792,8 @@ def main(argv=None) -> None:
         raise SystemExit(f"{SAMPLE_CSV} is absent: the bench needs the All-the-News sample")
     log("models (trained once, then reused from .newsgen/demo)")
     t0 = time.perf_counter()
-    demo = ensure_models(WORKDIR, None, DEMO_STEPS)
-    sample_models = ensure_models(WORKDIR, SAMPLE_CSV, {"article": DEMO_STEPS["article"]})
+    demo = ensure_models(WORKDIR, None)
+    sample_models = ensure_models(WORKDIR, SAMPLE_CSV)
     training_s = time.perf_counter() - t0
     models = {
         "demo_article": load_tiny(demo["article"], "article"),
